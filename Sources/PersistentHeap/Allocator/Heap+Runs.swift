@@ -1,0 +1,241 @@
+import CPersistentHeap
+
+// Small blocks (≤ 16 KiB) live in runs. A run's bitmap is the persistent truth (1 = allocated);
+// its free count, owner and search hint are volatile.
+//
+// Each lane owns at most one run per size class and is the only thread that allocates from it,
+// so the fast path takes no lock: find a zero bit from the hint, set it with an atomic OR (other
+// threads may be clearing other bits of the word concurrently), flush the word, fence.
+// Frees from any thread clear their bit atomically, flush, fence.
+//
+// When a lane's run fills, it gives the run up and takes the lowest-addressed run with free
+// blocks from its class's binary heap (under the class lock), or makes a new run from a free
+// extent. A run that becomes entirely free while unowned goes back to the extents when its class
+// has another run to serve from.
+
+/// A block found free in a run (its bit is still 0).
+struct BlockSlot {
+    let run: Int
+    let word: Int
+    let bit: Int
+    @inline(__always) var mask: UInt64 { 1 << UInt64(bit) }
+}
+
+/// What a pool offset given to `free` designates.
+enum BlockLocation {
+    case small(run: Int, sizeClass: Int, word: Int, mask: UInt64)
+    case large(unit: Int)
+}
+
+extension Heap {
+    @inline(__always) func bitmapWordOffset(run: Int, word: Int) -> Int {
+        unitOffset(run) + RunField.bitmap + word << 3
+    }
+
+    @inline(__always) func blockOffset(_ s: BlockSlot, _ g: SizeClass) -> Int {
+        unitOffset(s.run) + g.dataOffset + (s.word << 6 | s.bit) * g.blockSize
+    }
+
+    /// Finds a free block of class `c` for `lane` and counts it as taken in the volatile state.
+    /// The caller sets its bit (directly, or through a redo log).
+    @inline(__always)
+    func reserveBlock(lane: Int, sizeClass c: Int) throws(PoolError) -> BlockSlot {
+        let slot = lane * SizeClasses.count + c
+        var r = Int(laneRuns[slot]) - 1
+        while true {
+            if r >= 0 {
+                if let s = findFreeBit(run: r, sizeClass: c) {
+                    _ = ph_atomic_add_i32(info(r).freeCount, -1)
+                    return s
+                }
+                releaseRun(r, sizeClass: c)
+                laneRuns[slot] = 0
+            }
+            r = try acquireRun(sizeClass: c, lane: lane)
+            laneRuns[slot] = UInt32(r + 1)
+        }
+    }
+
+    /// Returns an unpublished reservation to the volatile state.
+    func unreserveBlock(_ s: BlockSlot) {
+        _ = ph_atomic_add_i32(info(s.run).freeCount, 1)
+    }
+
+    @inline(__always)
+    private func findFreeBit(run r: Int, sizeClass c: Int) -> BlockSlot? {
+        let i = info(r)
+        guard ph_atomic_load_i32(i.freeCount) > 0 else { return nil }
+        let words = bytes.words(unitOffset(r) + RunField.bitmap)
+        let count = geometry[c].bitmapWords
+        var w = i.hint
+        for _ in 0..<count {
+            let v = ph_atomic_load_relaxed_u64(words + w)
+            if v != ~0 {
+                i.hint = w
+                return BlockSlot(run: r, word: w, bit: (~v).trailingZeroBitCount)
+            }
+            w += 1
+            if w == count { w = 0 }
+        }
+        return nil
+    }
+
+    /// Allocates a small block: one flushed line, one fence.
+    @inline(__always)
+    func allocateSmall(sizeClass c: Int, zeroed: Bool) throws(PoolError) -> Int {
+        let lane = currentLane()
+        let s = try reserveBlock(lane: lane, sizeClass: c)
+        let g = geometry[c]
+        let offset = blockOffset(s, g)
+        if zeroed {
+            bytes.pointer(offset).initializeMemory(as: UInt8.self, repeating: 0, count: g.blockSize)
+            persistence.flush(bytes.pointer(offset), count: g.blockSize)
+        }
+        let word = bitmapWordOffset(run: s.run, word: s.word)
+        _ = ph_atomic_or_u64(bytes.words(word), s.mask)
+        persistence.persist(bytes.pointer(word), count: 8)
+        return offset
+    }
+
+    /// Identifies the live allocation at pool offset `offset`, or throws `invalidFree`.
+    @inline(__always)
+    func locate(_ offset: Int) throws(PoolError) -> BlockLocation {
+        guard offset >= heapOffset, offset < poolEnd else {
+            throw PoolError(.invalidFree, "offset \(offset) is outside the heap")
+        }
+        let u = (offset - heapOffset) >> Format.unitShift
+        let s = Int(startOf[u])
+        let i = info(s)
+        if i.kind == .run && s <= u && u < s + i.length {
+            let g = geometry[i.sizeClass]
+            let rel = offset - unitOffset(s) - g.dataOffset
+            let k = rel / g.blockSize
+            guard rel >= 0, k * g.blockSize == rel, k < g.blockCount else {
+                throw PoolError(.invalidFree, "offset \(offset) is not the start of a block")
+            }
+            let word = k >> 6, mask: UInt64 = 1 << UInt64(k & 63)
+            guard bytes.u64(bitmapWordOffset(run: s, word: word)) & mask != 0 else {
+                throw PoolError(.invalidFree, "offset \(offset) is not allocated (double free?)")
+            }
+            return .small(run: s, sizeClass: i.sizeClass, word: word, mask: mask)
+        }
+        if (offset - heapOffset) & (Format.unitSize - 1) == 0 && info(u).kind == .used {
+            return .large(unit: u)
+        }
+        throw PoolError(.invalidFree, "offset \(offset) is not a live allocation")
+    }
+
+    /// Frees a small block: clear its bit, flush, fence (one line, one fence).
+    @inline(__always)
+    func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
+        let off = bitmapWordOffset(run: r, word: word)
+        let old = ph_atomic_and_u64(bytes.words(off), ~mask)
+        guard old & mask != 0 else {
+            throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
+        }
+        persistence.persist(bytes.pointer(off), count: 8)
+        noteFreed(run: r, sizeClass: c, word: word)
+    }
+
+    /// Volatile bookkeeping after a block of run `r` was freed (its cleared bit is durable).
+    @inline(__always)
+    func noteFreed(run r: Int, sizeClass c: Int, word: Int) {
+        let i = info(r)
+        let nowFree = Int(ph_atomic_add_i32(i.freeCount, 1)) + 1
+        let owner = Int(ph_atomic_load_i32(i.owner))
+        if owner != 0 {
+            // Only the owner's thread touches the hint; another lane's free is found by the
+            // owner's wrap-around search.
+            if Int64(owner - 1) == ph_tls_lane_lookup(poolID) && word < i.hint { i.hint = word }
+            return
+        }
+        if positions[r] != 0 && nowFree < geometry[c].blockCount { return }
+        lockClass(c)
+        guard i.kind == .run, ph_atomic_load_i32(i.owner) == 0 else { unlockClass(c); return }
+        if positions[r] == 0 && ph_atomic_load_i32(i.freeCount) > 0 {
+            classHeaps[c].insert(UInt32(r), positions: positions)
+        }
+        dissolveIfEmpty(run: r, sizeClass: c) // unlocks the class
+    }
+
+    /// Gives up a lane's run: unowned, back in the class heap if it has free blocks.
+    func releaseRun(_ r: Int, sizeClass c: Int) {
+        lockClass(c)
+        let i = info(r)
+        ph_atomic_store_i32(i.owner, 0)
+        if ph_atomic_load_i32(i.freeCount) > 0 && positions[r] == 0 {
+            classHeaps[c].insert(UInt32(r), positions: positions)
+        }
+        dissolveIfEmpty(run: r, sizeClass: c)
+    }
+
+    /// With the class lock held: if the unowned run `r` is entirely free and its class has
+    /// another run to serve from, turns it back into a free extent. Always unlocks the class.
+    private func dissolveIfEmpty(run r: Int, sizeClass c: Int) {
+        let i = info(r)
+        let g = geometry[c]
+        guard ph_atomic_load_i32(i.owner) == 0, Int(ph_atomic_load_i32(i.freeCount)) == g.blockCount,
+              ph_atomic_load_i32(i.reserved) == 0, positions[r] != 0, classHeaps[c].count > 1 else {
+            unlockClass(c)
+            return
+        }
+        classHeaps[c].remove(UInt32(r), positions: positions)
+        i.kind = .retiring
+        unlockClass(c)
+        lockExtents()
+        commitEntry(r, UnitEntry(kind: .free, length: g.units))
+        i.clear()
+        releaseExtentVolatile(r, length: g.units)
+        unlockExtents()
+    }
+
+    /// Takes the lowest-addressed run of class `c` with free blocks, or makes a new one.
+    private func acquireRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
+        lockClass(c)
+        if let r = classHeaps[c].popMin(positions: positions) {
+            let i = info(Int(r))
+            ph_atomic_store_i32(i.owner, Int32(lane + 1))
+            i.hint = 0
+            unlockClass(c)
+            return Int(r)
+        }
+        unlockClass(c)
+        return try createRun(sizeClass: c, lane: lane)
+    }
+
+    /// Makes a run of class `c` from a free extent, owned by `lane` (two fences: header and
+    /// split pre-write, then the table entry commit).
+    private func createRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
+        let g = geometry[c]
+        lockExtents()
+        defer { unlockExtents() }
+        let (a, length) = try takeFree(g.units)
+        writeRunHeader(at: a, sizeClass: c)
+        persistence.flush(bytes.pointer(unitOffset(a)), count: RunField.bitmap + g.bitmapWords * 8)
+        _ = splitRemainder(start: a, taken: g.units, length: length)
+        persistence.drain()
+        commitEntry(a, UnitEntry(kind: .run, length: g.units, sizeClass: c))
+        let i = info(a)
+        i.kind = .run
+        i.sizeClass = c
+        i.length = g.units
+        i.hint = 0
+        ph_atomic_store_i32(i.freeCount, Int32(g.blockCount))
+        ph_atomic_store_i32(i.reserved, 0)
+        ph_atomic_store_i32(i.owner, Int32(lane + 1))
+        for k in a..<(a + g.units) { startOf[k] = UInt32(a) }
+        return a
+    }
+
+    /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
+    func releaseLaneRuns(_ lane: Int) {
+        for c in 0..<SizeClasses.count {
+            let slot = lane * SizeClasses.count + c
+            let r = Int(laneRuns[slot]) - 1
+            if r >= 0 {
+                laneRuns[slot] = 0
+                releaseRun(r, sizeClass: c)
+            }
+        }
+    }
+}

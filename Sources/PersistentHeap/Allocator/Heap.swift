@@ -1,0 +1,227 @@
+import CPersistentHeap
+import Synchronization
+
+/// The allocator of one pool: persistent metadata (unit table, run bitmaps, lane logs) is the
+/// truth; the volatile indexes below are rebuilt from it at every open.
+///
+/// Volatile indexes (all guarded as noted):
+/// - per-unit `UnitInfo` (32 B) and `startOf` (4 B) arrays, valid at extent starts (and, for
+///   runs, `startOf` at every unit), for O(1) pointer → block lookup;
+/// - free extents in **binary heaps** by size bucket, each ordered by address, with positions
+///   tracked so a merge removes a neighbour in O(log n)            — extent lock;
+/// - per size class, a **binary heap of runs** with free blocks, ordered by address, from which
+///   lanes take the lowest run when theirs fills up                 — that class's lock;
+/// - per lane, the run each class allocates from                    — the lane's thread only.
+final class Heap: @unchecked Sendable {
+    let bytes: PoolBytes
+    let persistence: Persistence
+    let heapOffset: Int
+    let tableOffset: Int
+    let maxUnits: Int
+    let laneOffset: Int
+    let lanes: LaneTable
+    let poolID: UInt64
+
+    /// Heap units in use. Changes only under the extent lock (growth, shrink).
+    var units: Int
+
+    private let infoStorage: VolatileArray
+    private let startStorage: VolatileArray
+    private let positionStorage: VolatileArray
+    let startOf: UnsafeMutablePointer<UInt32>
+    let positions: UnsafeMutablePointer<Int32>
+    /// `SizeClasses.all`, copied for lookups without array overhead on the hot path.
+    let geometry: UnsafeMutablePointer<SizeClass>
+
+    // Size classes: a lock (own cache line) and a heap of runs with free blocks, per class.
+    static let lockStride = 16
+    let classLocks: UnsafeMutablePointer<Int32>
+    let classHeaps: UnsafeMutablePointer<UnitHeap>
+    /// Per lane and class: start unit + 1 of the run the lane allocates from (0: none).
+    let laneRuns: UnsafeMutablePointer<UInt32>
+
+    // Extents.
+    static let bucketCount = 72
+    let extentLock: UnsafeMutablePointer<Int32>
+    let buckets: UnsafeMutablePointer<UnitHeap>
+    var bucketMask: (UInt64, UInt64) = (0, 0)
+
+    /// Order of redo logs across lanes.
+    let logSequence = Atomic<UInt64>(1)
+
+    /// Grows the pool file by at least `units` units; returns the new unit count. Set by the pool.
+    var growFile: ((Int) throws(PoolError) -> Int)?
+    /// Gives the tail past `units` units back to the file system. Set by the pool.
+    var shrinkFile: ((Int) throws(PoolError) -> Void)?
+    /// Releases / re-reserves the storage of a unit range (`punch`, `reserve`). Set by the pool
+    /// for file pools; nil for simulated ones.
+    var punchUnits: ((Int, Int) -> Void)?
+    var reserveUnits: ((Int, Int) throws(PoolError) -> Void)?
+    /// Free extents at least this long are punched out of the file.
+    var punchThreshold = 64
+
+    init(bytes: PoolBytes, persistence: Persistence, header: PoolHeader, lanes: LaneTable, poolID: UInt64) throws(PoolError) {
+        self.bytes = bytes
+        self.persistence = persistence
+        heapOffset = Int(header.heapOffset)
+        tableOffset = Int(header.tableOffset)
+        maxUnits = Int(header.maxUnits)
+        laneOffset = Int(header.laneOffset)
+        self.lanes = lanes
+        self.poolID = poolID
+        units = header.units
+        infoStorage = try VolatileArray(bytes: maxUnits * UnitInfo.stride)
+        startStorage = try VolatileArray(bytes: maxUnits * 4)
+        positionStorage = try VolatileArray(bytes: maxUnits * 4)
+        startOf = startStorage.base.assumingMemoryBound(to: UInt32.self)
+        positions = positionStorage.base.assumingMemoryBound(to: Int32.self)
+        let classes = SizeClasses.count
+        geometry = .allocate(capacity: classes)
+        geometry.initialize(from: SizeClasses.all, count: classes)
+        classLocks = .allocate(capacity: classes * Heap.lockStride)
+        classLocks.initialize(repeating: 0, count: classes * Heap.lockStride)
+        classHeaps = .allocate(capacity: classes)
+        for c in 0..<classes { (classHeaps + c).initialize(to: UnitHeap()) }
+        laneRuns = .allocate(capacity: lanes.count * classes)
+        laneRuns.initialize(repeating: 0, count: lanes.count * classes)
+        extentLock = .allocate(capacity: Heap.lockStride)
+        extentLock.initialize(repeating: 0, count: Heap.lockStride)
+        buckets = .allocate(capacity: Heap.bucketCount)
+        for b in 0..<Heap.bucketCount { (buckets + b).initialize(to: UnitHeap()) }
+    }
+
+    deinit {
+        for c in 0..<SizeClasses.count { classHeaps[c].deallocate() }
+        classHeaps.deallocate()
+        geometry.deallocate()
+        classLocks.deallocate()
+        laneRuns.deallocate()
+        for b in 0..<Heap.bucketCount { buckets[b].deallocate() }
+        buckets.deallocate()
+        extentLock.deallocate()
+    }
+
+    // MARK: Geometry
+
+    @inline(__always) func info(_ unit: Int) -> UnitInfo { UnitInfo(p: infoStorage.base + unit * UnitInfo.stride) }
+    @inline(__always) func unitOffset(_ unit: Int) -> Int { heapOffset + unit << Format.unitShift }
+    @inline(__always) func tableEntryOffset(_ unit: Int) -> Int { tableOffset + unit * 8 }
+    @inline(__always) func tableEntry(_ unit: Int) -> UnitEntry { UnitEntry(raw: bytes.u64(tableEntryOffset(unit))) }
+    @inline(__always) func laneLogOffset(_ lane: Int) -> Int { laneOffset + lane * Format.laneSize }
+    /// End of the pool in bytes.
+    var poolEnd: Int { heapOffset + units << Format.unitShift }
+
+    /// Regions a redo log may write: the state page, the unit table and the heap.
+    var writableRegions: [Range<Int>] {
+        [Format.statePageOffset..<(Format.statePageOffset + Format.page), tableOffset..<poolEnd]
+    }
+
+    /// Whether `offset..<offset+count` is a place a persistent slot may live: the state page or the heap.
+    func isSlotRange(_ offset: Int, count: Int) -> Bool {
+        (offset >= heapOffset && offset + count <= poolEnd)
+            || (offset >= Format.statePageOffset && offset + count <= Format.statePageOffset + Format.page)
+    }
+
+    @inline(__always) func lockClass(_ c: Int) { ph_spin_lock(classLocks + c * Heap.lockStride) }
+    @inline(__always) func unlockClass(_ c: Int) { ph_spin_unlock(classLocks + c * Heap.lockStride) }
+    @inline(__always) func lockExtents() { ph_spin_lock(extentLock) }
+    @inline(__always) func unlockExtents() { ph_spin_unlock(extentLock) }
+
+    /// The lane of the calling thread.
+    @inline(__always) func currentLane() -> Int { lanes.current(poolID: poolID) }
+
+    /// A fresh log sequence number.
+    @inline(__always) func nextSequence() -> UInt64 { logSequence.add(1, ordering: .relaxed).oldValue }
+
+    // MARK: Loading (open)
+
+    /// Rebuilds every volatile index by walking the unit table from unit 0, validating each
+    /// extent (well-formed entry, inside the pool; runs: header checksum and geometry, bitmap
+    /// padding). Throws `corrupted` at the first impossible value; never reads outside the pool.
+    func load() throws(PoolError) {
+        var u = 0
+        while u < units {
+            let e = tableEntry(u)
+            guard e.isWellFormed else {
+                throw PoolError(.corrupted, "unit table entry \(u) is malformed (0x\(String(e.raw, radix: 16)))")
+            }
+            guard e.length <= units - u else {
+                throw PoolError(.corrupted, "extent at unit \(u) of \(e.length) units runs past the end of the pool (\(units) units)")
+            }
+            switch e.kind! {
+            case .free:
+                addFreeExtent(u, length: e.length, punched: false)
+            case .used:
+                let i = info(u)
+                i.kind = .used
+                i.length = e.length
+                startOf[u] = UInt32(u)
+                startOf[u + e.length - 1] = UInt32(u)
+            case .run:
+                try loadRun(at: u, entry: e)
+            case .none:
+                fatalError("unreachable: isWellFormed excludes none")
+            }
+            u += e.length
+        }
+    }
+
+    private func loadRun(at u: Int, entry e: UnitEntry) throws(PoolError) {
+        guard e.sizeClass < SizeClasses.count else {
+            throw PoolError(.corrupted, "run at unit \(u) has size class \(e.sizeClass)")
+        }
+        let cls = geometry[e.sizeClass]
+        if let problem = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) {
+            throw PoolError(.corrupted, "run at unit \(u): \(problem)")
+        }
+        let bitmap = bytes.words(unitOffset(u) + RunField.bitmap)
+        var used = 0
+        for w in 0..<cls.bitmapWords { used += bitmap[w].nonzeroBitCount }
+        used -= cls.bitmapWords * 64 - cls.blockCount
+        let i = info(u)
+        i.kind = .run
+        i.sizeClass = e.sizeClass
+        i.length = e.length
+        ph_atomic_store_i32(i.freeCount, Int32(cls.blockCount - used))
+        ph_atomic_store_i32(i.owner, 0)
+        for k in u..<(u + e.length) { startOf[k] = UInt32(u) }
+        if used < cls.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
+    }
+
+    /// Checks the header of the run at unit `u` against the geometry of its class; nil when sound.
+    func runHeaderProblem(at u: Int, sizeClass c: Int, units n: Int) -> String? {
+        let cls = geometry[c]
+        let h = unitOffset(u)
+        if bytes.u32(h + RunField.magic) != RunField.magicValue { return "bad run magic" }
+        let crc = Checksum.crc32c(bytes.pointer(h), count: RunField.checksum)
+        if crc != bytes.u32(h + RunField.checksum) { return "run header checksum mismatch" }
+        if Int(bytes.u16(h + RunField.sizeClass)) != c || Int(bytes.u16(h + RunField.units)) != n || n != cls.units
+            || Int(bytes.u32(h + RunField.blockSize)) != cls.blockSize || Int(bytes.u32(h + RunField.blockCount)) != cls.blockCount
+            || Int(bytes.u32(h + RunField.dataOffset)) != cls.dataOffset || Int(bytes.u32(h + RunField.bitmapWords)) != cls.bitmapWords {
+            return "run header disagrees with size class \(c)"
+        }
+        let tail = cls.blockCount & 63
+        if tail != 0 {
+            let padding = ~UInt64(0) << UInt64(tail)
+            if bytes.u64(h + RunField.bitmap + (cls.bitmapWords - 1) * 8) & padding != padding { return "bitmap padding bits are clear" }
+        }
+        return nil
+    }
+
+    /// Writes a fresh run header and an empty bitmap at unit `u` (not yet flushed).
+    func writeRunHeader(at u: Int, sizeClass c: Int) {
+        let cls = geometry[c]
+        let h = unitOffset(u)
+        bytes.pointer(h).initializeMemory(as: UInt8.self, repeating: 0, count: RunField.bitmap + cls.bitmapWords * 8)
+        bytes.setU32(h + RunField.magic, RunField.magicValue)
+        bytes.setU16(h + RunField.sizeClass, UInt16(c))
+        bytes.setU16(h + RunField.units, UInt16(cls.units))
+        bytes.setU32(h + RunField.blockSize, UInt32(cls.blockSize))
+        bytes.setU32(h + RunField.blockCount, UInt32(cls.blockCount))
+        bytes.setU32(h + RunField.dataOffset, UInt32(cls.dataOffset))
+        bytes.setU32(h + RunField.bitmapWords, UInt32(cls.bitmapWords))
+        bytes.setU32(h + RunField.checksum, Checksum.crc32c(bytes.pointer(h), count: RunField.checksum))
+        let tail = cls.blockCount & 63
+        if tail != 0 { bytes.setU64(h + RunField.bitmap + (cls.bitmapWords - 1) * 8, ~UInt64(0) << UInt64(tail)) }
+    }
+}

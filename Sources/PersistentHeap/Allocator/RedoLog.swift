@@ -1,0 +1,254 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPersistentHeap
+
+/// A lane's redo log: how several 8-byte words (and byte ranges) change atomically.
+///
+/// Protocol (docs/ARCHITECTURE.md, "Redo log"):
+///
+///     1. write entries + header {seq, bytes, crc}; flush      ──┐ fence 1: the log is durable;
+///                                                               │ a torn log fails its CRC
+///     2. apply the entries in place; flush the targets        ──┐ fence 2: the change is durable
+///     3. store seq = 0 (retire); flush; **no fence**             the next drain of any thread
+///                                                                makes the retirement durable
+///
+/// Recovery replays every valid log in `seq` order, then retires them all. Replaying a log whose
+/// retirement was lost re-applies its (absolute, or bit-set/bit-clear) effects: that can only
+/// undo changes made after it whose fence had not completed — changes never promised durable.
+///
+/// The payload is a sequence of entries in segments: segment 0 is the lane's inline space;
+/// an `extend` entry continues the payload in an extension block. The checksum covers
+/// (seq, bytes) and every payload byte in order.
+struct RedoLog {
+    let bytes: PoolBytes
+    /// Pool offset of the lane (the log header).
+    let lane: Int
+    /// Payload bytes used in the lane's inline space.
+    private var inlineUsed = 0
+    /// Extension segments in order: pool offset of the payload area, capacity, bytes used.
+    /// Empty for every allocator operation (no allocation on the hot path).
+    private var extensions: [(offset: Int, capacity: Int, used: Int)] = []
+
+    init(bytes: PoolBytes, lane: Int) {
+        self.bytes = bytes
+        self.lane = lane
+    }
+
+    /// Total payload bytes.
+    var payloadBytes: Int { extensions.reduce(inlineUsed) { $0 + $1.used } }
+
+    var isEmpty: Bool { inlineUsed == 0 }
+
+    /// Room left in the current segment.
+    var remaining: Int {
+        if let last = extensions.last { return last.capacity - last.used }
+        return LogField.inlineCapacity - inlineUsed
+    }
+
+    /// Forgets every entry (the log can be refilled).
+    mutating func reset() {
+        extensions.removeAll()
+        inlineUsed = 0
+    }
+
+    @inline(__always)
+    private mutating func reserve(_ n: Int) -> Int {
+        precondition(remaining >= n, "redo log overflow")
+        if extensions.isEmpty {
+            let at = lane + LogField.payload + inlineUsed
+            inlineUsed += n
+            return at
+        }
+        let i = extensions.count - 1
+        let at = extensions[i].offset + extensions[i].used
+        extensions[i].used += n
+        return at
+    }
+
+    /// Appends an 8-byte operation (needs 16 bytes of room).
+    @inline(__always)
+    mutating func append(_ op: LogOp, offset: Int, operand: UInt64) {
+        let at = reserve(16)
+        bytes.setU64(at, UInt64(op.rawValue) << 56 | UInt64(offset))
+        bytes.setU64(at + 8, operand)
+    }
+
+    /// Bytes a byte-range entry of `count` bytes takes.
+    static func bytesEntrySize(_ count: Int) -> Int { 16 + (count + 7) & ~7 }
+
+    /// Appends a write of `count` bytes from `source` to pool offset `offset`.
+    mutating func appendBytes(offset: Int, from source: UnsafeRawPointer, count: Int) {
+        let at = reserve(RedoLog.bytesEntrySize(count))
+        bytes.setU64(at, UInt64(LogOp.writeBytes.rawValue) << 56 | UInt64(offset))
+        bytes.setU64(at + 8, UInt64(count))
+        bytes.pointer(at + 16).copyMemory(from: source, byteCount: count)
+        let pad = (8 - count & 7) & 7
+        if pad != 0 { bytes.pointer(at + 16 + count).initializeMemory(as: UInt8.self, repeating: 0, count: pad) }
+    }
+
+    /// Continues the payload in an extension whose payload area is `capacity` bytes at pool
+    /// offset `offset` (needs 16 bytes of room for the jump).
+    mutating func extend(to offset: Int, capacity: Int) {
+        append(.extend, offset: offset, operand: UInt64(capacity))
+        extensions.append((offset, capacity, 0))
+    }
+
+    /// Step 1: writes the header with `seq` and the checksum, flushes everything, fences.
+    func commit(seq: UInt64, persistence: Persistence) {
+        let total = payloadBytes
+        var crc = RedoLog.headerCRC(seq: seq, total: total)
+        crc = Checksum.crc32c(bytes.pointer(lane + LogField.payload), count: inlineUsed, continuing: crc)
+        for s in extensions where s.used > 0 {
+            crc = Checksum.crc32c(bytes.pointer(s.offset), count: s.used, continuing: crc)
+            persistence.flush(bytes.pointer(s.offset), count: s.used)
+        }
+        bytes.setU64(lane + LogField.seq, seq)
+        bytes.setU32(lane + LogField.bytes, UInt32(total))
+        bytes.setU32(lane + LogField.checksum, crc)
+        // Header and inline payload share lines: one flush call covers both.
+        persistence.flush(bytes.pointer(lane), count: LogField.payload + inlineUsed)
+        persistence.drain()
+    }
+
+    /// Step 2: applies the entries in place, flushes the targets and fences.
+    func apply(persistence: Persistence) {
+        RedoLog.forEachEntry(bytes: bytes, lane: lane, total: payloadBytes) { entry in
+            RedoLog.perform(entry, bytes: bytes, persistence: persistence)
+        }
+        persistence.drain()
+    }
+
+    /// Step 3: retires the log without a fence (see the type's documentation).
+    func retire(persistence: Persistence, slot: Int) {
+        bytes.atomicStore(lane + LogField.seq, 0)
+        persistence.deferLine(bytes.pointer(lane), slot: slot)
+    }
+
+    static func headerCRC(seq: UInt64, total: Int) -> UInt32 {
+        var h = (seq, UInt32(truncatingIfNeeded: total))
+        return withUnsafeBytes(of: &h) { Checksum.crc32c($0.baseAddress!, count: 12) }
+    }
+
+    // MARK: Reading logs (recovery, check)
+
+    /// One decoded entry. `at` is the pool offset of the entry itself.
+    struct Entry {
+        let op: LogOp
+        let offset: Int
+        let operand: UInt64
+        let at: Int
+        /// Total bytes of the entry.
+        var size: Int { op == .writeBytes ? RedoLog.bytesEntrySize(Int(operand)) : 16 }
+        /// Pool offset of the data of a byte write.
+        var dataOffset: Int { at + 16 }
+    }
+
+    /// Performs one entry and flushes what it touched.
+    @inline(__always)
+    static func perform(_ e: Entry, bytes: PoolBytes, persistence: Persistence) {
+        switch e.op {
+        case .write8:
+            bytes.atomicStore(e.offset, e.operand)
+            persistence.flush(bytes.pointer(e.offset), count: 8)
+        case .or64:
+            _ = ph_atomic_or_u64(bytes.words(e.offset), e.operand)
+            persistence.flush(bytes.pointer(e.offset), count: 8)
+        case .andNot64:
+            _ = ph_atomic_and_u64(bytes.words(e.offset), ~e.operand)
+            persistence.flush(bytes.pointer(e.offset), count: 8)
+        case .writeBytes:
+            bytes.pointer(e.offset).copyMemory(from: bytes.pointer(e.dataOffset), byteCount: Int(e.operand))
+            persistence.flush(bytes.pointer(e.offset), count: Int(e.operand))
+        case .extend:
+            break
+        }
+    }
+
+    /// Whether an entry's effect is already in place.
+    static func isApplied(_ e: Entry, bytes: PoolBytes) -> Bool {
+        switch e.op {
+        case .write8: return bytes.u64(e.offset) == e.operand
+        case .or64: return bytes.u64(e.offset) & e.operand == e.operand
+        case .andNot64: return bytes.u64(e.offset) & e.operand == 0
+        case .writeBytes: return memcmp(bytes.pointer(e.offset), bytes.pointer(e.dataOffset), Int(e.operand)) == 0
+        case .extend: return true
+        }
+    }
+
+    /// Walks the entries of a log of `total` payload bytes (extension jumps are followed and
+    /// not reported). For a log that passed ``validate(bytes:lane:allowed:)`` only.
+    static func forEachEntry(bytes: PoolBytes, lane: Int, total: Int, _ body: (Entry) -> Void) {
+        var at = lane + LogField.payload
+        var consumed = 0
+        while consumed < total {
+            let w0 = bytes.u64(at)
+            let e = Entry(op: LogOp(rawValue: UInt8(w0 >> 56))!, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
+                          operand: bytes.u64(at + 8), at: at)
+            consumed += e.size
+            if e.op == .extend { at = e.offset; continue }
+            body(e)
+            at += e.size
+        }
+    }
+
+    /// A valid log found in a lane.
+    struct Found {
+        let lane: Int
+        let seq: UInt64
+        let total: Int
+    }
+
+    /// Largest payload a log may claim.
+    static let maxTotal = 1 << 30
+
+    /// Reads the log of the lane at `lane`. Returns nil when the lane is empty or the log is
+    /// torn (its structure or checksum does not hold: its fence never completed). Throws
+    /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
+    /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
+    static func validate(bytes: PoolBytes, lane: Int, allowed: [Range<Int>]) throws(PoolError) -> Found? {
+        let seq = bytes.u64(lane + LogField.seq)
+        guard seq != 0 else { return nil }
+        let total = Int(bytes.u32(lane + LogField.bytes))
+        guard total > 0, total <= maxTotal else { return nil }
+        func inside(_ lo: Int, _ n: Int) -> Bool {
+            n >= 0 && allowed.contains { $0.lowerBound <= lo && lo + n <= $0.upperBound }
+        }
+        var crc = headerCRC(seq: seq, total: total)
+        var segmentEnd = lane + LogField.payload + LogField.inlineCapacity
+        var at = lane + LogField.payload
+        var consumed = 0
+        var badTarget: String?
+        while consumed < total {
+            guard at + 16 <= segmentEnd, consumed + 16 <= total else { return nil }
+            let w0 = bytes.u64(at), operand = bytes.u64(at + 8)
+            guard let op = LogOp(rawValue: UInt8(w0 >> 56)) else { return nil }
+            let offset = Int(w0 & 0x00ff_ffff_ffff_ffff)
+            var size = 16
+            switch op {
+            case .writeBytes:
+                guard operand <= UInt64(total) else { return nil }
+                size = bytesEntrySize(Int(operand))
+                guard at + size <= segmentEnd, consumed + size <= total else { return nil }
+                if !inside(offset, Int(operand)) { badTarget = "a byte write to offset \(offset)" }
+            case .extend:
+                guard operand >= 16, operand <= UInt64(maxTotal), offset % 8 == 0, inside(offset, Int(operand)) else { return nil }
+            default:
+                if offset % 8 != 0 || !inside(offset, 8) { badTarget = "a word write to offset \(offset)" }
+            }
+            crc = Checksum.crc32c(bytes.pointer(at), count: size, continuing: crc)
+            consumed += size
+            if op == .extend {
+                at = offset
+                segmentEnd = offset + Int(operand)
+            } else {
+                at += size
+            }
+        }
+        guard crc == bytes.u32(lane + LogField.checksum) else { return nil }
+        if let badTarget {
+            throw PoolError(.corrupted, "the redo log of the lane at offset \(lane) holds \(badTarget), outside the pool's writable regions")
+        }
+        return Found(lane: lane, seq: seq, total: total)
+    }
+}

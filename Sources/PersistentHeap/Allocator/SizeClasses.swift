@@ -1,0 +1,77 @@
+/// Size classes of small blocks and the geometry of their runs.
+///
+/// Classes step by 16 bytes up to 128, then by a quarter of the power of two (≤ 25% rounding
+/// waste) up to 16 KiB. A run of a class is a whole number of units (at least 16 units, 64 KiB,
+/// and at least 16 blocks), beginning with a 64-byte header and the allocation bitmap; blocks
+/// start at `dataOffset`, aligned to the largest power of two dividing the block size (≤ 4 KiB),
+/// so a block of a size that is a multiple of N is N-aligned. Requests above 16 KiB, or aligned
+/// beyond what a class gives, are served as extents of whole units.
+struct SizeClass {
+    let blockSize: Int
+    let units: Int
+    let blockCount: Int
+    let dataOffset: Int
+    let bitmapWords: Int
+    /// Natural alignment of blocks of this class.
+    let alignment: Int
+}
+
+enum SizeClasses {
+    /// Largest request served from runs.
+    static let maxSmallSize = 16384
+
+    static let sizes: [Int] = {
+        var s = stride(from: 16, through: 128, by: 16).map { $0 }
+        var base = 128
+        while base < maxSmallSize {
+            for q in 1...4 { s.append(base + base / 4 * q) }
+            base *= 2
+        }
+        return s
+    }()
+
+    static let all: [SizeClass] = sizes.map(geometry(for:))
+
+    static var count: Int { sizes.count }
+
+    /// Class index for each request size rounded up to 16 bytes: `lookup[(size + 15) / 16]`.
+    private static let lookup: [UInt8] = {
+        var t = [UInt8](repeating: 0, count: maxSmallSize / 16 + 1)
+        var c = 0
+        for i in 0..<t.count {
+            while sizes[c] < i * 16 { c += 1 }
+            t[i] = UInt8(c)
+        }
+        return t
+    }()
+
+    /// The class for a request of `size` bytes (1...maxSmallSize) and `alignment` (power of two),
+    /// or nil when only an extent can satisfy it.
+    @inline(__always)
+    static func classIndex(size: Int, alignment: Int) -> Int? {
+        guard size <= maxSmallSize else { return nil }
+        var c = Int(lookup[(size + 15) >> 4])
+        if alignment > 16 {
+            while c < count && all[c].alignment < alignment { c += 1 }
+            if c == count { return nil }
+        }
+        return c
+    }
+
+    static func geometry(for blockSize: Int) -> SizeClass {
+        let alignment = min(blockSize & -blockSize, Format.unitSize)
+        let units = max(16, (16 * blockSize + Format.unitSize - 1) / Format.unitSize)
+        let runBytes = units * Format.unitSize
+        // Start from an upper bound on the block count and shrink until header+bitmap fit.
+        var blocks = runBytes / blockSize
+        while true {
+            let words = (blocks + 63) / 64
+            let data = (RunField.bitmap + words * 8 + alignment - 1) / alignment * alignment
+            if data + blocks * blockSize <= runBytes {
+                return SizeClass(blockSize: blockSize, units: units, blockCount: blocks, dataOffset: data,
+                                 bitmapWords: words, alignment: alignment)
+            }
+            blocks -= 1
+        }
+    }
+}

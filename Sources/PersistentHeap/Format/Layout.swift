@@ -1,0 +1,179 @@
+// The on-media format of a pool, in one place. Every persistent structure is described here
+// with sized integer types at fixed little-endian offsets; docs/ARCHITECTURE.md draws the same
+// format byte by byte. Persistent structures never hold absolute addresses: only offsets from
+// the start of the pool file.
+//
+//   0x0000  primary header (one page; 256 bytes used, CRC-32C)
+//   0x1000  backup header (identical copy)
+//   0x2000  state page: shutdown state, session counter, root slot
+//   0x3000  lanes: laneCount × laneSize (per-thread redo logs)
+//   table   unit table: one 8-byte entry per heap unit, for the maximum pool size
+//   heap    heap units of 4 KiB: free extents, large objects, runs of small blocks
+
+/// Format constants.
+enum Format {
+    /// "PHEAPOOL" as a little-endian UInt64.
+    static let magic: UInt64 = 0x4C4F_4F50_4145_4850
+    /// Incompatible changes bump the major version; a pool with a newer major is refused.
+    static let major: UInt16 = 1
+    /// Compatible additions bump the minor version; any minor of a known major opens.
+    static let minor: UInt16 = 0
+
+    static let page = 4096
+    static let primaryHeaderOffset = 0
+    static let backupHeaderOffset = 0x1000
+    static let statePageOffset = 0x2000
+    static let laneRegionOffset = 0x3000
+
+    /// Bytes of a header covered by the checksum, plus the checksum itself.
+    static let headerSize = 256
+    static let layoutNameMax = 64
+
+    /// Heap unit size: the granularity of extents, growth, shrink and hole punching.
+    static let unitSize = 4096
+    static let unitShift = 12
+
+    /// Bytes per lane (one redo log).
+    static let laneSize = 2048
+
+    /// Smallest pool accepted by `create`.
+    static let minimumPoolSize = 256 << 10
+
+    /// Incompatible feature flags this version understands (none yet).
+    static let knownIncompatFlags: UInt64 = 0
+}
+
+/// Byte offsets of the pool header fields (both copies).
+enum HeaderField {
+    static let magic = 0           // UInt64
+    static let major = 8           // UInt16
+    static let minor = 10          // UInt16
+    static let headerSize = 12     // UInt32
+    static let uuid = 16           // 16 bytes
+    static let layout = 32         // 64 bytes, UTF-8, zero padded
+    static let created = 96        // Int64, nanoseconds since 1970
+    static let poolSize = 104      // UInt64, bytes of the pool in use (≤ file size)
+    static let maxSize = 112       // UInt64, growth limit and unit-table capacity
+    static let growStep = 120      // UInt64, bytes added per growth (0: no growth)
+    static let compatFlags = 128   // UInt64
+    static let incompatFlags = 136 // UInt64
+    static let laneOffset = 144    // UInt64
+    static let laneCount = 152     // UInt32
+    static let laneSize = 156      // UInt32
+    static let tableOffset = 160   // UInt64
+    static let heapOffset = 168    // UInt64
+    static let unitSize = 176      // UInt32
+    static let maxUnits = 180      // UInt32, unit-table entries
+    // 184..<252 reserved, zero
+    static let checksum = 252      // UInt32, CRC-32C of bytes 0..<252
+}
+
+/// Byte offsets in the state page (absolute: statePageOffset + field). Not checksummed: each
+/// field is a single 8-byte word updated atomically and validated on use.
+enum StateField {
+    /// `ShutdownState.clean` after `close()`, `.dirty` while open for writing.
+    static let shutdown = Format.statePageOffset + 0
+    /// Incremented at every read-write open; persistent mutexes compare against it.
+    static let session = Format.statePageOffset + 8
+    /// The root slot: offset of the root object, 0 when none.
+    static let rootSlot = Format.statePageOffset + 64
+}
+
+/// Values of the shutdown-state word.
+enum ShutdownState {
+    static let clean: UInt64 = 0x4E41_454C_43   // "CLEAN"
+    static let dirty: UInt64 = 0x59_5452_4944   // "DIRTY"
+}
+
+/// A unit-table entry (8 bytes, one per heap unit). Only the entry of an extent's first unit is
+/// meaningful; entries of interior units are ignored (they may hold stale values).
+///
+///     bits  0..<8   kind (UnitKind)
+///     bits  8..<16  size class (runs)
+///     bits 16..<56  length of the extent in units
+///     bits 56..<64  check byte (detects garbage in a walked entry)
+struct UnitEntry: Equatable {
+    var raw: UInt64
+
+    init(raw: UInt64) { self.raw = raw }
+
+    init(kind: UnitKind, length: Int, sizeClass: Int = 0) {
+        let low = UInt64(kind.rawValue) | UInt64(sizeClass & 0xff) << 8 | (UInt64(length) & 0xff_ffff_ffff) << 16
+        raw = low | UInt64(UnitEntry.check(low)) << 56
+    }
+
+    static func check(_ low: UInt64) -> UInt8 {
+        UInt8(truncatingIfNeeded: (low &* 0x9E37_79B9_7F4A_7C15) >> 56) ^ 0xA5
+    }
+
+    var kind: UnitKind? { UnitKind(rawValue: UInt8(truncatingIfNeeded: raw)) }
+    var sizeClass: Int { Int((raw >> 8) & 0xff) }
+    var length: Int { Int((raw >> 16) & 0xff_ffff_ffff) }
+    var isWellFormed: Bool {
+        kind != nil && kind != UnitKind.none && length > 0 && UInt8(raw >> 56) == UnitEntry.check(raw & 0x00ff_ffff_ffff_ffff)
+    }
+}
+
+/// What an extent of units holds.
+enum UnitKind: UInt8 {
+    case none = 0   // interior of an extent, or never written
+    case free = 1   // free extent
+    case used = 2   // one large object starting at the extent's first byte
+    case run = 3    // a run of small blocks of one size class
+}
+
+/// The header at the start of every run (64 bytes), followed by the allocation bitmap
+/// (1 = allocated; bits past `blockCount` are set) and, at `dataOffset`, the blocks.
+/// Immutable while the run exists; the bitmap is the only mutable part.
+enum RunField {
+    static let magic = 0        // UInt32 "PRUN"
+    static let sizeClass = 4    // UInt16
+    static let units = 6        // UInt16
+    static let blockSize = 8    // UInt32
+    static let blockCount = 12  // UInt32
+    static let dataOffset = 16  // UInt32
+    static let bitmapWords = 20 // UInt32
+    // 24..<60 reserved, zero
+    static let checksum = 60    // UInt32, CRC-32C of bytes 0..<60
+    static let bitmap = 64
+    static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
+}
+
+/// A lane's redo log: a 16-byte header, then entries, inline up to the lane size and
+/// continued in extension blocks for large transactions.
+///
+///     0   seq       UInt64  order of commit across lanes; 0 = empty or retired
+///     8   bytes     UInt32  payload bytes (inline + extensions)
+///     12  checksum  UInt32  CRC-32C of (seq, bytes) and the whole payload
+///     16  payload   entries, 8-byte aligned
+///
+/// Entry word 0: op (bits 56..<64) | pool offset (bits 0..<56); word 1: operand.
+enum LogField {
+    static let seq = 0
+    static let bytes = 8
+    static let checksum = 12
+    static let payload = 16
+    static let inlineCapacity = Format.laneSize - payload
+}
+
+/// Redo-log operations.
+enum LogOp: UInt8 {
+    /// Store the 8-byte operand at the offset.
+    case write8 = 1
+    /// OR the operand into the 8-byte word at the offset (setting allocation bits).
+    case or64 = 2
+    /// Clear the operand's bits in the 8-byte word at the offset (clearing allocation bits).
+    case andNot64 = 3
+    /// Copy `operand` bytes that follow the entry (padded to 8) to the offset.
+    case writeBytes = 4
+    /// The payload continues in an extension block at the offset, holding `operand` bytes.
+    case extend = 5
+}
+
+/// An extension block of a redo log (in a heap allocation): 16-byte header, then payload.
+///
+///     0  capacity  UInt64  payload capacity of this block
+///     8  reserved
+enum LogExtensionField {
+    static let header = 16
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The address range of an open pool.
+///
+/// A virtual range as large as the pool's maximum size is reserved once (no access, no
+/// backing); the file is mapped at its start. Growing maps the new part of the file right
+/// after the old one with `MAP_FIXED`, so the base address never changes while the pool is
+/// open, and pointers derived from it stay valid. Only bytes inside the file are ever mapped:
+/// nothing past the end of the file can be touched (no SIGBUS from a short file).
+///
+/// A simulated pool is backed by anonymous memory in the same kind of reservation.
+final class PoolMapping: @unchecked Sendable {
+    /// Start of the reservation and of the pool.
+    let base: UnsafeMutableRawPointer
+    /// Bytes of address space reserved.
+    let reserved: Int
+    /// Bytes currently mapped (the pool size).
+    private(set) var mappedSize: Int
+    /// The pool file, or nil for a simulated pool.
+    let file: FileDescriptor?
+    let writable: Bool
+    /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
+    let mapSync: Bool
+    private var released = false
+
+    /// Maps `size` bytes of `file` into a fresh reservation of `reserve` bytes.
+    init(file: FileDescriptor, size: Int, reserve: Int, writable: Bool, trySync: Bool) throws(PoolError) {
+        let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
+        base = try VirtualMemory.reserve(reserved)
+        self.reserved = reserved
+        self.file = file
+        self.writable = writable
+        do {
+            let m = try VirtualMemory.mapFile(file, at: base, length: size, offset: 0, writable: writable, trySync: trySync)
+            mapSync = m.mapSync
+        } catch {
+            VirtualMemory.release(base, size: reserved)
+            throw error
+        }
+        mappedSize = size
+    }
+
+    /// Anonymous (simulated) memory of `size` bytes, initialised from `image` when given.
+    init(anonymousSize size: Int, reserve: Int, image: UnsafeRawBufferPointer?) throws(PoolError) {
+        let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
+        base = try VirtualMemory.reserve(reserved)
+        self.reserved = reserved
+        file = nil
+        writable = true
+        mapSync = false
+        do {
+            try VirtualMemory.mapAnonymous(at: base, size: PoolMapping.roundUp(size, to: VirtualMemory.pageSize))
+        } catch {
+            VirtualMemory.release(base, size: reserved)
+            throw error
+        }
+        if let image { base.copyMemory(from: image.baseAddress!, byteCount: min(size, image.count)) }
+        mappedSize = size
+    }
+
+    /// Extends the file (and reserves its blocks) and maps the new bytes in place.
+    func grow(to newSize: Int) throws(PoolError) {
+        precondition(newSize > mappedSize && newSize <= reserved)
+        let old = mappedSize
+        if let file {
+            let st = try file.stat()
+            if Int(st.st_size) < newSize { try file.truncate(to: newSize) }
+            try file.allocateSpace(offset: old, length: newSize - old)
+            // The new part starts at a page boundary because pool sizes are unit multiples.
+            _ = try VirtualMemory.mapFile(file, at: base + old, length: newSize - old, offset: old,
+                                          writable: writable, trySync: mapSync)
+        } else {
+            let from = PoolMapping.roundUp(old, to: VirtualMemory.pageSize)
+            let to = PoolMapping.roundUp(newSize, to: VirtualMemory.pageSize)
+            if to > from { try VirtualMemory.mapAnonymous(at: base + from, size: to - from) }
+        }
+        mappedSize = newSize
+    }
+
+    /// Unmaps the tail past `newSize` and truncates the file to `newSize`.
+    func shrink(to newSize: Int) throws(PoolError) {
+        precondition(newSize < mappedSize)
+        let old = mappedSize
+        mappedSize = newSize
+        VirtualMemory.unmapToReservation(base + newSize, size: old - newSize)
+        if let file { try file.truncate(to: newSize) }
+    }
+
+    /// Unmaps everything and closes the file. Idempotent.
+    func release() {
+        guard !released else { return }
+        released = true
+        VirtualMemory.release(base, size: reserved)
+        file?.close()
+    }
+
+    deinit { release() }
+
+    static func roundUp(_ x: Int, to a: Int) -> Int { (x + a - 1) / a * a }
+}

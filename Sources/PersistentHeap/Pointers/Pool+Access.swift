@@ -1,0 +1,100 @@
+// Reading and writing persistent memory through persistent pointers.
+//
+// The naming ladder (after swift-nio):
+//   load / store / withMutable        checked (bounds + alignment), errors thrown; store and
+//                                     withMutable persist what they changed
+//   subscript                         checked, traps on a bad pointer; the setter persists
+//   withUnsafeMutablePointer(to:)     checked, no persist: persist yourself
+//   unsafeAddress(of:)                unchecked: the hot-path door
+
+extension Pool {
+    /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned.
+    @inline(__always)
+    func checkedAddress<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> UnsafeMutablePointer<T> {
+        try checkOpen()
+        let o = Int(truncatingIfNeeded: p.offset)
+        let size = MemoryLayout<T>.stride * max(count - 1, 0) + MemoryLayout<T>.size
+        guard p.offset != 0 else { throw PoolError(.invalidPointer, "null pointer dereferenced", path: path) }
+        guard o >= heap.heapOffset, size >= 0, o <= heap.poolEnd - size, count >= 0 else {
+            throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) (\(size) bytes) lies outside the heap", path: path)
+        }
+        guard o % MemoryLayout<T>.alignment == 0 else {
+            throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) is not aligned to \(MemoryLayout<T>.alignment) for \(T.self)", path: path)
+        }
+        return bytes.pointer(o).assumingMemoryBound(to: T.self)
+    }
+
+    /// Reads the value `p` points at.
+    /// - Throws: `invalidPointer` when `p` is null, misaligned or outside the heap.
+    public func load<T>(_ p: PPointer<T>) throws(PoolError) -> T {
+        try checkedAddress(p).pointee
+    }
+
+    /// Stores `value` at `p` and makes it durable.
+    /// - Note: Not failure-atomic for values larger than 8 bytes: a crash may leave some
+    ///   cache lines updated and others not. Use a transaction for atomic multi-word updates.
+    public func store<T>(_ value: T, at p: PPointer<T>) throws(PoolError) {
+        try checkWritable()
+        let a = try checkedAddress(p)
+        a.pointee = value
+        persistence.persist(a, count: MemoryLayout<T>.size)
+    }
+
+    /// Runs `body` on the value at `p` in place, then makes it durable.
+    /// - Note: Not failure-atomic beyond 8 bytes (see ``store(_:at:)``).
+    public func withMutable<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
+        try checkWritable()
+        let a = try checkedAddress(p)
+        defer { persistence.persist(a, count: MemoryLayout<T>.size) }
+        return try body(&a.pointee)
+    }
+
+    /// Checked access with a trap for a bad pointer. The setter persists the stored value.
+    public subscript<T>(p: PPointer<T>) -> T {
+        get {
+            do { return try load(p) } catch { preconditionFailure("\(error)") }
+        }
+        set {
+            do { try store(newValue, at: p) } catch { preconditionFailure("\(error)") }
+        }
+    }
+
+    /// Calls `body` with the address of `count` elements at `p` (validated). Stores through it
+    /// are not durable until persisted (``persist(_:count:)``).
+    /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.
+    public func withUnsafeMutablePointer<T, R>(to p: PPointer<T>, count: Int = 1,
+                                               _ body: (UnsafeMutablePointer<T>) throws -> R) throws -> R {
+        try body(try checkedAddress(p, count: count))
+    }
+
+    /// The address of `p` in this process, unchecked: the fast path for hot code.
+    /// - Warning: No validation at all. The address is valid until ``close()`` (the mapping
+    ///   never moves while the pool is open, including when it grows).
+    @inline(__always)
+    public func unsafeAddress<T>(of p: PPointer<T>) -> UnsafeMutablePointer<T> {
+        bytes.pointer(Int(truncatingIfNeeded: p.offset)).assumingMemoryBound(to: T.self)
+    }
+
+    /// The address of the raw pointer `p`, unchecked (see ``unsafeAddress(of:)-(PPointer<T>)``).
+    @inline(__always)
+    public func unsafeAddress(of p: PRawPointer) -> UnsafeMutableRawPointer {
+        bytes.pointer(Int(truncatingIfNeeded: p.offset))
+    }
+
+    /// Makes `count` elements at `p` durable (flush and fence through the persistence layer).
+    public func persist<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) {
+        let a = try checkedAddress(p, count: count)
+        persistence.persist(a, count: MemoryLayout<T>.stride * max(count - 1, 0) + MemoryLayout<T>.size)
+    }
+
+    /// Makes `count` bytes at `p` durable.
+    public func persist(_ p: PRawPointer, count: Int) throws(PoolError) {
+        let a = try checkedAddress(p.assumingType(UInt8.self), count: count)
+        persistence.persist(a, count: count)
+    }
+
+    /// Whether `p` points into this pool's heap (bounds only: not whether it is allocated).
+    public func contains<T>(_ p: PPointer<T>) -> Bool {
+        p.offset != 0 && Int(p.offset) >= heap.heapOffset && Int(p.offset) + MemoryLayout<T>.size <= heap.poolEnd
+    }
+}

@@ -1,0 +1,183 @@
+// The allocator's public API. Every call here is durable when it returns.
+
+extension Pool {
+    /// Validates a request and returns the size to allocate.
+    @inline(__always)
+    func checkRequest(bytes n: Int, alignment: Int) throws(PoolError) {
+        guard n > 0 else { throw PoolError(.invalidArgument, "allocation size must be at least 1 byte (got \(n))", path: path) }
+        guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= Format.unitSize else {
+            throw PoolError(.invalidArgument, "alignment \(alignment) is not a power of two up to \(Format.unitSize)", path: path)
+        }
+        guard n <= Int(header.maxSize) else {
+            throw PoolError(.outOfSpace, "\(n) bytes exceed the pool's maximum size of \(header.maxSize)", path: path)
+        }
+    }
+
+    @inline(__always)
+    func allocateRaw(_ n: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
+        try checkWritable()
+        try checkRequest(bytes: n, alignment: alignment)
+        if let c = SizeClasses.classIndex(size: n, alignment: alignment) {
+            return try heap.allocateSmall(sizeClass: c, zeroed: zeroed)
+        }
+        return try heap.allocateExtent(units: Heap.unitsFor(n), zeroed: zeroed)
+    }
+
+    /// Allocates `bytes` bytes aligned to `alignment` (a power of two up to 4096).
+    ///
+    /// The allocation is durable when this returns. The block is not reachable from anything
+    /// persistent yet: if the process crashes before you link it, it is leaked. Use
+    /// ``allocate(bytes:alignment:zeroed:linkedInto:)`` to allocate and link atomically.
+    /// - Throws: `outOfSpace` (nothing is changed), `invalidArgument`, `readOnly`, `closed`.
+    /// - Complexity: O(1) for blocks up to 16 KiB (amortised); O(log n) in the number of free
+    ///   extents for larger ones.
+    public func allocate(bytes: Int, alignment: Int = 16, zeroed: Bool = false) throws(PoolError) -> PRawPointer {
+        PRawPointer(offset: UInt64(try allocateRaw(bytes, alignment: alignment, zeroed: zeroed)))
+    }
+
+    /// Allocates room for `count` values of `T` (uninitialised unless `zeroed`).
+    public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int = 1, zeroed: Bool = false) throws(PoolError) -> PPointer<T> {
+        let size = try byteCount(T.self, count)
+        return PPointer(offset: UInt64(try allocateRaw(size, alignment: MemoryLayout<T>.alignment, zeroed: zeroed)))
+    }
+
+    func byteCount<T>(_: T.Type, _ count: Int) throws(PoolError) -> Int {
+        guard count >= 1 else { throw PoolError(.invalidArgument, "count must be at least 1 (got \(count))", path: path) }
+        let (size, overflow) = MemoryLayout<T>.stride.multipliedReportingOverflow(by: count)
+        guard !overflow else { throw PoolError(.invalidArgument, "\(count) × \(T.self) overflows", path: path) }
+        return max(size, 1)
+    }
+
+    /// Allocates `bytes` bytes and stores the new pointer in `slot` (an 8-byte persistent
+    /// location in the heap), **atomically**: after a crash, either the block is allocated and
+    /// `slot` points at it, or neither happened. Two fences.
+    public func allocate(bytes: Int, alignment: Int = 16, zeroed: Bool = true,
+                         linkedInto slot: PPointer<PRawPointer>) throws(PoolError) -> PRawPointer {
+        try checkWritable()
+        try checkRequest(bytes: bytes, alignment: alignment)
+        let x = try heap.allocateLinked(size: bytes, alignment: alignment, slot: Int(slot.offset), zeroed: zeroed, initialize: nil)
+        return PRawPointer(offset: UInt64(x))
+    }
+
+    /// Allocates a `T`, initialises it to `value`, and stores the new pointer in `slot`,
+    /// atomically (the value is durable before the slot can point at it).
+    ///
+    /// ```swift
+    /// let node = try pool.allocate(Node(value: 42, next: oldHead), linkedInto: list.field(\.head))
+    /// ```
+    public func allocate<T: BitwiseCopyable>(_ value: T, linkedInto slot: PPointer<PPointer<T>>) throws(PoolError) -> PPointer<T> {
+        try checkWritable()
+        let size = max(MemoryLayout<T>.size, 1)
+        try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
+        let x = try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Int(slot.offset), zeroed: false) { p, _ in
+            p.storeBytes(of: value, as: T.self)
+        }
+        return PPointer(offset: UInt64(x))
+    }
+
+    /// Allocates `count` values of `T`, lets `initialize` fill them (they start zeroed), and
+    /// stores the new pointer in `slot`, atomically.
+    public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int = 1, linkedInto slot: PPointer<PPointer<T>>,
+                                             initialize: (UnsafeMutableBufferPointer<T>) -> Void = { _ in }) throws(PoolError) -> PPointer<T> {
+        try checkWritable()
+        let size = try byteCount(T.self, count)
+        try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
+        let x = try withoutActuallyEscaping(initialize) { (initialize) throws(PoolError) -> Int in
+            try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Int(slot.offset), zeroed: true) { p, _ in
+                initialize(UnsafeMutableBufferPointer(start: p.assumingMemoryBound(to: T.self), count: count))
+            }
+        }
+        return PPointer(offset: UInt64(x))
+    }
+
+    /// Frees the block `p` points at. Freeing null does nothing. Durable when it returns
+    /// (one fence for small blocks).
+    ///
+    /// - Throws: `invalidFree` when `p` is not a live allocation (double free, interior pointer,
+    ///   outside the heap) — detected from the allocation bitmap / unit table, nothing changed.
+    public func free<T>(_ p: PPointer<T>) throws(PoolError) {
+        try free(p.raw)
+    }
+
+    /// Frees the block `p` points at (see ``free(_:)-(PPointer<T>)``).
+    public func free(_ p: PRawPointer) throws(PoolError) {
+        guard !p.isNull else { return }
+        try checkWritable()
+        switch try heap.locate(Int(truncatingIfNeeded: p.offset)) {
+        case .small(let r, let c, let w, let mask): try heap.freeSmall(run: r, sizeClass: c, word: w, mask: mask)
+        case .large(let u): try heap.freeExtent(unit: u)
+        }
+    }
+
+    /// Frees the block `slot` points at and sets `slot` to null, **atomically**. A null slot is
+    /// a no-op. Two fences.
+    public func free<T>(linkedFrom slot: PPointer<PPointer<T>>) throws(PoolError) {
+        try checkWritable()
+        try heap.freeLinked(slot: Int(slot.offset))
+    }
+
+    /// Frees the block `slot` points at and sets `slot` to null, atomically (raw slot).
+    public func free(linkedFrom slot: PPointer<PRawPointer>) throws(PoolError) {
+        try checkWritable()
+        try heap.freeLinked(slot: Int(slot.offset))
+    }
+
+    /// Resizes the object `slot` points at to hold `count` values of `T`, atomically with the
+    /// slot: after a crash the slot points at either the old object (intact) or the new one
+    /// (holding the old contents; added bytes zeroed), and only that one is allocated. A null
+    /// slot gets a new zeroed object. Returns the (possibly unchanged) pointer.
+    public func reallocate<T: BitwiseCopyable>(linkedFrom slot: PPointer<PPointer<T>>, count: Int) throws(PoolError) -> PPointer<T> {
+        try checkWritable()
+        let size = try byteCount(T.self, count)
+        try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
+        return PPointer(offset: UInt64(try heap.reallocateLinked(slot: Int(slot.offset), size: size, alignment: MemoryLayout<T>.alignment)))
+    }
+
+    /// Resizes the object at `p` to hold `count` values of `T`: returns `p` when it is already
+    /// large enough, else a new block holding the old contents (the rest uninitialised) with
+    /// `p` freed. Not atomic with the references to `p`: use
+    /// ``reallocate(linkedFrom:count:)`` for a pointer stored in the pool.
+    public func reallocate<T: BitwiseCopyable>(_ p: PPointer<T>, count: Int) throws(PoolError) -> PPointer<T> {
+        if p.isNull { return try allocate(T.self, count: count) }
+        let size = try byteCount(T.self, count)
+        let old = try usableSize(of: p)
+        if size <= old { return p }
+        let q = try allocate(T.self, count: count)
+        let from = unsafeAddress(of: p.raw), to = unsafeAddress(of: q.raw)
+        to.copyMemory(from: from, byteCount: old)
+        persistence.persist(to, count: old)
+        try free(p)
+        return q
+    }
+
+    /// Usable bytes of the block `p` points at (at least what was requested).
+    /// - Throws: `invalidFree` when `p` is not a live allocation.
+    public func usableSize<T>(of p: PPointer<T>) throws(PoolError) -> Int {
+        try checkOpen()
+        return heap.usableSize(try heap.locate(Int(truncatingIfNeeded: p.offset)))
+    }
+
+    /// Usable bytes of the block `p` points at.
+    public func usableSize(of p: PRawPointer) throws(PoolError) -> Int {
+        try usableSize(of: p.assumingType(UInt8.self))
+    }
+
+    /// Whether `p` is the start of a live allocation.
+    public func isAllocated<T>(_ p: PPointer<T>) -> Bool { isAllocated(p.raw) }
+
+    /// Whether `p` is the start of a live allocation.
+    public func isAllocated(_ p: PRawPointer) -> Bool {
+        guard !isClosed, !p.isNull else { return false }
+        return (try? heap.locate(Int(truncatingIfNeeded: p.offset))) != nil
+    }
+
+    /// Gives the free tail of the pool back to the file system (truncates the file) and returns
+    /// the number of bytes released. Runs that are entirely free and unowned are turned back
+    /// into free space first. Large free extents inside the pool are already released with
+    /// hole punching as they are freed.
+    @discardableResult
+    public func shrink() throws(PoolError) -> Int {
+        try checkWritable()
+        return try heap.shrinkTail()
+    }
+}

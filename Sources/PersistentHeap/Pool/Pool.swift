@@ -1,0 +1,402 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPersistentHeap
+import Synchronization
+
+/// A persistent heap in one file, mapped into memory.
+///
+/// ```swift
+/// let pool = try Pool.create(path: "/mnt/pmem/app.pool", size: 64 << 20, layout: "app")
+/// let root = try pool.root(Counter.self)
+/// try pool.withMutable(root) { $0.value += 1 }   // stored and persisted
+/// try pool.close()
+/// ```
+///
+/// A pool is created once (`create`), then opened (`open`) by one writer at a time — a second
+/// writer, in this process or another, gets ``PoolError/Code/poolBusy``. Opening runs recovery:
+/// operations interrupted by a crash are finished or rolled back before `open` returns.
+///
+/// The base address of the mapping never changes while the pool is open, even when it grows;
+/// persistent data refers to other persistent data only by ``PPointer`` (an offset), so a pool
+/// works at any address.
+///
+/// All methods are thread-safe, except ``close()``, which must not race with other calls.
+public final class Pool: @unchecked Sendable {
+    /// The pool file, or nil for a simulated pool.
+    public let path: String?
+    /// Whether the pool was opened read-only.
+    public let isReadOnly: Bool
+    /// Whether the previous session ended with ``close()``. False after a crash or kill: recovery ran.
+    public let previousShutdownWasClean: Bool
+    /// Whether a damaged header copy was rewritten from the other one during `open`.
+    public let repairedHeader: Bool
+    /// What recovery found at open: redo logs that were valid, and how many had not fully taken effect.
+    public let recoveredOperations: Int
+
+    let mapping: PoolMapping
+    /// The persistence layer of this pool.
+    public let persistence: Persistence
+    let heap: Heap
+    let lanes: LaneTable
+    let poolID: UInt64
+    let bytes: PoolBytes
+    private(set) var header: PoolHeader
+    /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
+    private let closed = Atomic<Bool>(true)
+    let rootLock = Mutex<Void>(())
+
+    /// The simulated media (tests), or nil for a file pool.
+    public var simulatedMedia: SimulatedMedia? { persistence.media }
+
+    private init(path: String?, mapping: PoolMapping, header: PoolHeader, domain: PersistenceDomain,
+                 media: SimulatedMedia?, readOnly: Bool, repair: HeaderSelection.Repair) throws(PoolError) {
+        self.path = path
+        self.mapping = mapping
+        self.header = header
+        isReadOnly = readOnly
+        poolID = PoolIdentity.make()
+        bytes = PoolBytes(base: mapping.base)
+        lanes = LaneTable(count: Int(header.laneCount))
+        persistence = Persistence(domain: domain, base: mapping.base, media: media, deferredSlots: Int(header.laneCount))
+        heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
+
+        let state = bytes.u64(StateField.shutdown)
+        previousShutdownWasClean = state == ShutdownState.clean
+        // Nothing is written before the logs and the heap have been validated, except the
+        // replay of valid logs (what any open does).
+        let report = try heap.recover(laneCount: Int(header.laneCount), readOnly: readOnly)
+        recoveredOperations = report.incompleteLogs
+        try heap.load()
+        repairedHeader = repair != .none && !readOnly
+        try validateRoot()
+        if !readOnly {
+            switch repair {
+            case .none: break
+            case .primary: writeHeaderCopy(at: Format.primaryHeaderOffset)
+            case .backup: writeHeaderCopy(at: Format.backupHeaderOffset)
+            }
+            // Dirty until close(): a crash from here on is detected at the next open.
+            bytes.atomicStore(StateField.shutdown, ShutdownState.dirty)
+            bytes.atomicStore(StateField.session, bytes.u64(StateField.session) &+ 1)
+            persistence.persist(bytes.pointer(Format.statePageOffset), count: 16)
+        }
+        installCallbacks()
+        LaneRegistry.register(poolID, lanes)
+        lanes.onRelease = { [heap, persistence] lane in
+            heap.releaseLaneRuns(lane)
+            persistence.drain()
+            persistence.clearDeferred(slot: lane)
+        }
+        closed.store(false, ordering: .releasing)
+    }
+
+    deinit {
+        if !closed.load(ordering: .acquiring) { try? close() }
+    }
+
+    // MARK: Creating
+
+    /// Creates a pool file of `size` bytes at `path` (which must not exist) for `layout`.
+    ///
+    /// - Parameters:
+    ///   - size: the initial file size in bytes (at least 256 KiB; rounded down to 4 KiB).
+    ///   - layout: a name the application chooses, at most 64 bytes of UTF-8; `open` refuses a
+    ///     pool whose layout differs.
+    /// - Throws: `alreadyExists`, `tooSmall`, `invalidArgument`, `permissionDenied`, `outOfSpace`, `ioError`.
+    public static func create(path: String, size: Int, layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+        let header = try makeHeader(size: size, layout: layout, options: options, path: path)
+        let fd = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+        var mapping: PoolMapping?  // owns `fd` once made
+        do throws(PoolError) {
+            try fd.lock(exclusive: true)
+            let poolSize = Int(header.poolSize)
+            try fd.truncate(to: poolSize)
+            // Reserve blocks for everything but the unit-table capacity beyond the initial units,
+            // so stores through the mapping never fault for lack of space.
+            let tableUsed = PoolMapping.roundUp(Int(header.tableOffset) + header.units * 8, to: Format.page)
+            try fd.allocateSpace(offset: 0, length: tableUsed)
+            try fd.allocateSpace(offset: Int(header.heapOffset), length: poolSize - Int(header.heapOffset))
+            let m = try PoolMapping(file: fd, size: poolSize, reserve: Int(header.maxSize), writable: true,
+                                    trySync: options.durability == .automatic)
+            mapping = m
+            let domain = chooseDomain(options.durability, mapSync: m.mapSync)
+            let persistence = Persistence(domain: domain, base: m.base, media: nil, deferredSlots: 1)
+            format(PoolBytes(base: m.base), header: header, persistence: persistence)
+            return try Pool(path: path, mapping: m, header: header, domain: domain, media: nil, readOnly: false, repair: .none)
+        } catch {
+            // Nothing of value was written yet: remove the partial file.
+            unlink(path)
+            if let mapping { mapping.release() } else { fd.close() }
+            throw error
+        }
+    }
+
+    /// Creates a pool in process memory whose durability is simulated (see ``SimulatedMedia``).
+    /// For tests: crash images taken from its media can be opened with ``openSimulated(image:layout:options:)``.
+    public static func createSimulated(size: Int, layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+        let header = try makeHeader(size: size, layout: layout, options: options, path: nil)
+        let poolSize = Int(header.poolSize)
+        let mapping = try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: nil)
+        let media = SimulatedMedia(current: mapping.base, size: poolSize)
+        let persistence = Persistence(domain: .simulated, base: mapping.base, media: media, deferredSlots: 1)
+        format(PoolBytes(base: mapping.base), header: header, persistence: persistence)
+        return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media, readOnly: false, repair: .none)
+    }
+
+    /// Opens a simulated pool from a crash image (or any pool image), running recovery on it.
+    /// The new pool's durable image starts as `image`.
+    public static func openSimulated(image: [UInt8], layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+        guard image.count >= Format.headerSize else {
+            throw PoolError(.tooSmall, "the image is \(image.count) bytes, smaller than a pool header")
+        }
+        let (header, repair) = try typedThrows { try image.withUnsafeBytes { raw in
+            let backup = raw.count >= Format.backupHeaderOffset + Format.headerSize
+                ? UnsafeRawBufferPointer(rebasing: raw[Format.backupHeaderOffset..<(Format.backupHeaderOffset + Format.headerSize)]) : nil
+            return try HeaderSelection.select(primary: UnsafeRawBufferPointer(rebasing: raw[0..<Format.headerSize]), backup: backup, path: nil)
+        } }
+        try checkLayout(header, layout, path: nil)
+        guard Int(header.poolSize) <= image.count else {
+            throw PoolError(.truncated, "the header records \(header.poolSize) bytes but the image has \(image.count)")
+        }
+        let poolSize = Int(header.poolSize)
+        let mapping = try typedThrows { try image.withUnsafeBytes { raw in
+            try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: raw)
+        } }
+        let media = image.withUnsafeBytes { SimulatedMedia(current: mapping.base, size: poolSize, durableImage: $0) }
+        return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media,
+                        readOnly: options.readOnly, repair: repair)
+    }
+
+    static func makeHeader(size: Int, layout: String, options: PoolOptions, path: String?) throws(PoolError) -> PoolHeader {
+        guard layout.utf8.count <= Format.layoutNameMax else {
+            throw PoolError(.invalidArgument, "layout name is \(layout.utf8.count) bytes; at most \(Format.layoutNameMax) are allowed", path: path)
+        }
+        guard !layout.utf8.contains(0) else { throw PoolError(.invalidArgument, "layout name contains a NUL byte", path: path) }
+        guard size >= Format.minimumPoolSize else {
+            throw PoolError(.tooSmall, "pool size \(size) is below the minimum of \(Format.minimumPoolSize) bytes", path: path)
+        }
+        guard size <= 1 << 46 else { throw PoolError(.invalidArgument, "pool size \(size) exceeds 64 TiB", path: path) }
+        let unit = Format.unitSize
+        let maxSize = max(options.maxSize ?? min(size.multipliedReportingOverflow(by: 16).overflow ? 1 << 36 : size * 16, 1 << 36), size)
+        guard maxSize <= 1 << 46 else { throw PoolError(.invalidArgument, "maximum size \(maxSize) exceeds 64 TiB", path: path) }
+        let lanes = options.laneCount ?? min(64, max(2, size / (256 << 10)))
+        guard lanes >= 1 && lanes <= 4096 else { throw PoolError(.invalidArgument, "lane count \(lanes) is outside 1...4096", path: path) }
+        let tableOffset = PoolMapping.roundUp(Format.laneRegionOffset + lanes * Format.laneSize, to: Format.page)
+        let maxUnits = max(1, (maxSize - tableOffset) / unit)
+        let heapOffset = PoolMapping.roundUp(tableOffset + maxUnits * 8, to: Format.page)
+        let units = (size - heapOffset) / unit
+        guard size > heapOffset, units >= 16 else {
+            throw PoolError(.tooSmall, "pool size \(size) leaves no room for the heap after \(heapOffset) bytes of metadata", path: path)
+        }
+        let step = options.growthStep ?? size
+        guard step >= 0 else { throw PoolError(.invalidArgument, "negative growth step", path: path) }
+        var uuid = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<16 { uuid[i] = rng.next() }
+        uuid[6] = uuid[6] & 0x0f | 0x40 // version 4
+        uuid[8] = uuid[8] & 0x3f | 0x80 // variant 1
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return PoolHeader(
+            uuid: uuid, layout: layout, createdNanos: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec),
+            poolSize: UInt64(heapOffset + units * unit), maxSize: UInt64(max(maxSize, heapOffset + units * unit)),
+            growStep: UInt64(step), laneOffset: UInt64(Format.laneRegionOffset), laneCount: UInt32(lanes),
+            tableOffset: UInt64(tableOffset), heapOffset: UInt64(heapOffset), maxUnits: UInt32(maxUnits))
+    }
+
+    /// Writes the initial metadata of a new pool: state page, one free extent, then both header
+    /// copies last — a crash before that leaves a file `open` rejects as not a pool.
+    static func format(_ bytes: PoolBytes, header: PoolHeader, persistence: Persistence) {
+        bytes.setU64(StateField.shutdown, ShutdownState.clean)
+        bytes.setU64(StateField.session, 0)
+        bytes.setU64(StateField.rootSlot, 0)
+        persistence.flush(bytes.pointer(Format.statePageOffset), count: Format.page)
+        let table = Int(header.tableOffset)
+        bytes.setU64(table, UnitEntry(kind: .free, length: header.units).raw)
+        persistence.flush(bytes.pointer(table), count: 8)
+        persistence.drain()
+        let encoded = header.encode()
+        for at in [Format.primaryHeaderOffset, Format.backupHeaderOffset] {
+            encoded.withUnsafeBytes { bytes.pointer(at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            persistence.persist(bytes.pointer(at), count: Format.headerSize)
+        }
+    }
+
+    // MARK: Opening
+
+    /// Opens the pool at `path`, which must have been created with `layout`.
+    ///
+    /// Recovery runs before this returns (read-write opens): operations interrupted by a crash
+    /// are completed or undone. ``previousShutdownWasClean`` tells whether the last session
+    /// closed the pool.
+    ///
+    /// - Throws: `fileNotFound`, `isDirectory`, `permissionDenied`, `tooSmall`, `notAPool`,
+    ///   `corruptedHeader`, `truncated`, `layoutMismatch`, `versionTooNew`,
+    ///   `unsupportedFeature`, `poolBusy`, `corrupted`, `ioError`.
+    public static func open(path: String, layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+        let readOnly = options.readOnly
+        let fd = try FileDescriptor.open(path, flags: readOnly ? O_RDONLY : O_RDWR)
+        var mapping: PoolMapping?  // owns `fd` once made
+        do throws(PoolError) {
+            let st = try fd.stat()
+            if st.st_mode & S_IFMT == S_IFDIR { throw PoolError(.isDirectory, "is a directory, not a pool file", path: path) }
+            guard st.st_mode & S_IFMT == S_IFREG else {
+                throw PoolError(.invalidArgument, "not a regular file", path: path)
+            }
+            try fd.lock(exclusive: !readOnly)
+            let fileSize = Int(st.st_size)
+            let (header, repair) = try readHeader(fd, fileSize: fileSize)
+            try checkLayout(header, layout, path: path)
+            guard Int(header.poolSize) <= fileSize else {
+                throw PoolError(.truncated, "the header records a pool of \(header.poolSize) bytes but the file has \(fileSize)", path: path)
+            }
+            let m = try PoolMapping(file: fd, size: Int(header.poolSize), reserve: Int(header.maxSize),
+                                    writable: !readOnly, trySync: options.durability == .automatic)
+            mapping = m
+            return try Pool(path: path, mapping: m, header: header, domain: chooseDomain(options.durability, mapSync: m.mapSync),
+                            media: nil, readOnly: readOnly, repair: repair)
+        } catch {
+            if let mapping { mapping.release() } else { fd.close() }
+            throw error
+        }
+    }
+
+    /// Reads and selects a header from the file with `pread` (no mapping: a short file cannot fault).
+    static func readHeader(_ fd: FileDescriptor, fileSize: Int) throws(PoolError) -> (PoolHeader, HeaderSelection.Repair) {
+        if fileSize == 0 { throw PoolError(.tooSmall, "the file is empty", path: fd.path) }
+        if fileSize < Format.headerSize {
+            throw PoolError(.tooSmall, "the file is \(fileSize) bytes, smaller than a pool header", path: fd.path)
+        }
+        var primary = [UInt8](repeating: 0, count: Format.headerSize)
+        var backup = [UInt8](repeating: 0, count: Format.headerSize)
+        _ = try typedThrows { try primary.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.primaryHeaderOffset) } }
+        let backupRead = try typedThrows { try backup.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.backupHeaderOffset) } }
+        return try typedThrows {
+            try primary.withUnsafeBytes { p in
+                try backup.withUnsafeBytes { b in
+                    try HeaderSelection.select(primary: p, backup: backupRead == Format.headerSize ? b : nil, path: fd.path)
+                }
+            }
+        }
+    }
+
+    static func checkLayout(_ header: PoolHeader, _ layout: String, path: String?) throws(PoolError) {
+        guard header.layout == layout else {
+            throw PoolError(.layoutMismatch, "the pool has layout \"\(header.layout)\", not \"\(layout)\"", path: path)
+        }
+    }
+
+    static func chooseDomain(_ d: PoolOptions.Durability, mapSync: Bool) -> PersistenceDomain {
+        switch d {
+        case .automatic:
+            if mapSync { return .cacheLineFlush }
+            if let force = getenv("PHEAP_FORCE_PMEM"), String(cString: force) == "1" { return .cacheLineFlush }
+            return .msync
+        case .cacheLineFlush: return .cacheLineFlush
+        case .fenceOnly: return .fenceOnly
+        case .msync: return .msync
+        }
+    }
+
+    // MARK: Closing
+
+    /// Makes everything durable, marks the pool cleanly closed, unmaps it and releases the lock.
+    /// Further calls on this pool throw ``PoolError/Code/closed``. Calling `close` twice is harmless.
+    public func close() throws(PoolError) {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        LaneRegistry.unregister(poolID)
+        lanes.onRelease = nil
+        lanes.releaseCurrent(poolID: poolID)
+        if !isReadOnly {
+            for lane in 0..<lanes.count { heap.releaseLaneRuns(lane) }
+            persistence.drain()
+            bytes.atomicStore(StateField.shutdown, ShutdownState.clean)
+            persistence.persist(bytes.pointer(StateField.shutdown), count: 8)
+        }
+        if let file = mapping.file, !isReadOnly, persistence.domain != .msync {
+            // Page-cache backed mappings also need the file's metadata on disk.
+            try? file.sync()
+        }
+        mapping.release()
+    }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+
+    @inline(__always)
+    func checkOpen() throws(PoolError) {
+        if closed.load(ordering: .relaxed) { throw PoolError(.closed, "the pool is closed", path: path) }
+    }
+
+    @inline(__always)
+    func checkWritable() throws(PoolError) {
+        try checkOpen()
+        if isReadOnly { throw PoolError(.readOnly, "the pool is open read-only", path: path) }
+    }
+
+    // MARK: Header, growth, shrink
+
+    /// Rewrites both header copies from `header`: primary, persist, backup, persist. A torn
+    /// write leaves one good copy, which the next open prefers and repairs the other from.
+    func writeHeader() {
+        writeHeaderCopy(at: Format.primaryHeaderOffset)
+        writeHeaderCopy(at: Format.backupHeaderOffset)
+    }
+
+    private func writeHeaderCopy(at offset: Int) {
+        let encoded = header.encode()
+        encoded.withUnsafeBytes { bytes.pointer(offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        persistence.persist(bytes.pointer(offset), count: Format.headerSize)
+    }
+
+    private func installCallbacks() {
+        heap.growFile = { [unowned self] need throws(PoolError) -> Int in try self.grow(byAtLeastUnits: need) }
+        heap.shrinkFile = { [unowned self] keep throws(PoolError) in try self.shrinkFile(toUnits: keep) }
+        if let file = mapping.file {
+            let heapOffset = Int(header.heapOffset)
+            heap.punchUnits = { u, n in file.punchHole(offset: heapOffset + u << Format.unitShift, length: n << Format.unitShift) }
+            heap.reserveUnits = { u, n throws(PoolError) in
+                try file.allocateSpace(offset: heapOffset + u << Format.unitShift, length: n << Format.unitShift)
+            }
+        }
+    }
+
+    /// Growth (extent lock held): extend and map the file, pre-write the new free extent,
+    /// then commit the new size in the header.
+    private func grow(byAtLeastUnits need: Int) throws(PoolError) -> Int {
+        let old = Int(header.poolSize)
+        let heapOffset = Int(header.heapOffset)
+        let limit = heapOffset + (Int(header.maxSize) - heapOffset) / Format.unitSize * Format.unitSize
+        let step = Int(header.growStep)
+        guard step > 0 else {
+            throw PoolError(.outOfSpace, "the pool is full and growth is disabled (growth step 0)", path: path)
+        }
+        let wanted = max(step, need << Format.unitShift)
+        let newSize = min(limit, PoolMapping.roundUp(old + wanted - heapOffset, to: Format.unitSize) + heapOffset)
+        guard newSize - old >= need << Format.unitShift else {
+            throw PoolError(.outOfSpace, "the pool is full: it has reached its maximum size of \(header.maxSize) bytes", path: path)
+        }
+        try mapping.grow(to: newSize)
+        if let file = mapping.file {
+            // The unit-table entries of the new units may lie in a sparse part of the file.
+            let from = Int(header.tableOffset) + header.units * 8
+            try file.allocateSpace(offset: from, length: (newSize - old) / Format.unitSize * 8 + 8)
+        }
+        persistence.media?.grow(to: newSize)
+        let oldUnits = header.units
+        header.poolSize = UInt64(newSize)
+        heap.prewriteGrowth(from: oldUnits, to: header.units)
+        writeHeader()
+        return header.units
+    }
+
+    /// Shrink (extent lock held): commit the smaller size in the header, then unmap and truncate.
+    private func shrinkFile(toUnits keep: Int) throws(PoolError) {
+        let newSize = Int(header.heapOffset) + keep << Format.unitShift
+        header.poolSize = UInt64(newSize)
+        writeHeader()
+        try mapping.shrink(to: newSize)
+        persistence.media?.shrink(to: newSize)
+    }
+}

@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `pheap info` shows: the header, the shutdown state and the root.
+public struct PoolInfo: Sendable, Equatable, Codable {
+    /// The layout name given at creation.
+    public var layout: String
+    /// Format version "major.minor".
+    public var version: String
+    /// Bytes in use by the pool (the file may be larger after an interrupted shrink).
+    public var size: Int
+    /// The size the pool may grow to.
+    public var maxSize: Int
+    /// Bytes added per growth (0: fixed size).
+    public var growthStep: Int
+    /// The pool's UUID (random, set at creation).
+    public var uuid: String
+    /// The persistence domain: the one in use for an open pool; for a file read by
+    /// ``read(path:)``, the one `open` would choose.
+    public var domain: String
+    /// "clean" when the last session closed the pool; "dirty" when it is open or crashed.
+    public var state: String
+    /// Pool offset of the root object, 0 when there is none.
+    public var rootOffset: UInt64
+    /// Creation time, seconds since 1970.
+    public var created: Double
+    /// Number of lanes (concurrent threads without waiting).
+    public var lanes: Int
+    /// Offset of the first heap unit.
+    public var heapOffset: Int
+
+    init(header h: PoolHeader, domain: String, state: UInt64, root: UInt64) {
+        layout = h.layout
+        version = "\(h.major).\(h.minor)"
+        size = Int(h.poolSize)
+        maxSize = Int(h.maxSize)
+        growthStep = Int(h.growStep)
+        uuid = PoolInfo.format(uuid: h.uuid)
+        self.domain = domain
+        self.state = state == ShutdownState.clean ? "clean" : "dirty"
+        rootOffset = root
+        created = Double(h.createdNanos) / 1e9
+        lanes = Int(h.laneCount)
+        heapOffset = Int(h.heapOffset)
+    }
+
+    static func format(uuid u: [UInt8]) -> String {
+        let hex = u.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
+        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
+    }
+
+    /// Reads the information of the pool file at `path` without opening it for use: no lock is
+    /// taken, nothing is mapped or written, so it works on a pool another process has open and
+    /// on a pool left dirty by a crash.
+    public static func read(path: String) throws(PoolError) -> PoolInfo {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+        defer { fd.close() }
+        let st = try fd.stat()
+        if st.st_mode & S_IFMT == S_IFDIR { throw PoolError(.isDirectory, "is a directory, not a pool file", path: path) }
+        let (header, _) = try Pool.readHeader(fd, fileSize: Int(st.st_size))
+        guard Int(header.poolSize) <= Int(st.st_size) else {
+            throw PoolError(.truncated, "the header records a pool of \(header.poolSize) bytes but the file has \(st.st_size)", path: path)
+        }
+        var words = [UInt64](repeating: 0, count: 16)
+        _ = try typedThrows { try words.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.statePageOffset) } }
+        let domain = Pool.chooseDomain(.automatic, mapSync: false)
+        return PoolInfo(header: header, domain: domain.rawValue, state: words[0], root: words[8])
+    }
+}
+
+extension Pool {
+    /// The pool's header information and state.
+    public var info: PoolInfo {
+        PoolInfo(header: header, domain: persistence.domain.rawValue,
+                 state: isClosed ? ShutdownState.clean : bytes.u64(StateField.shutdown),
+                 root: isClosed ? 0 : bytes.u64(StateField.rootSlot))
+    }
+
+    /// The layout name.
+    public var layout: String { header.layout }
+    /// Bytes in use by the pool.
+    public var size: Int { Int(header.poolSize) }
+    /// The size the pool may grow to.
+    public var maxSize: Int { Int(header.maxSize) }
+    /// The pool's UUID.
+    public var uuid: String { PoolInfo.format(uuid: header.uuid) }
+    /// The base address of the mapping: it does not change while the pool is open.
+    public var baseAddress: UnsafeMutableRawPointer { mapping.base }
+}

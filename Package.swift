@@ -27,7 +27,7 @@ let package = Package(
         .executableTarget(name: "pheap-crash-helper", dependencies: ["PersistentHeap", "PHeapTestSupport"]),
         // Shared by the tests, the crash helper and the benchmarks: temporary pools,
         // a seeded random generator, process spawning.
-        .target(name: "PHeapTestSupport", dependencies: ["PersistentHeap"]),
+        .target(name: "PHeapTestSupport", dependencies: ["PersistentHeap", "CPersistentHeap"]),
         .testTarget(
             name: "PersistentHeapTests",
             dependencies: ["PersistentHeap", "PHeapTestSupport", "pheap-crash-helper", "pheap"]

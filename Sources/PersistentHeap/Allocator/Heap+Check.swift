@@ -1,0 +1,226 @@
+import CPersistentHeap
+
+// A full consistency check of the heap: the persistent metadata walked on its own, then every
+// volatile index compared with it. Call it while no other thread uses the pool.
+
+/// Allocation statistics of a pool.
+public struct PoolStats: Sendable, Codable, Equatable {
+    /// Blocks of one size class.
+    public struct SizeClassStats: Sendable, Codable, Equatable {
+        /// Bytes per block.
+        public var blockSize: Int
+        /// Runs of this class.
+        public var runs: Int
+        /// Live blocks.
+        public var objects: Int
+        /// Free blocks in those runs.
+        public var freeBlocks: Int
+    }
+
+    /// Bytes of the pool file in use.
+    public var poolSize = 0
+    /// Bytes of heap units (the pool minus its metadata).
+    public var heapSize = 0
+    /// Usable bytes of live allocations.
+    public var allocatedBytes = 0
+    /// Free bytes: free extents plus free blocks inside runs.
+    public var freeBytes = 0
+    /// Bytes of free extents (whole free units).
+    public var freeExtentBytes = 0
+    /// Live allocations.
+    public var objects = 0
+    /// Live allocations larger than 16 KiB (whole units).
+    public var largeObjects = 0
+    /// Runs of small blocks.
+    public var runs = 0
+    /// Bytes of run headers and bitmaps, and the slack at the end of runs.
+    public var runOverheadBytes = 0
+    /// Bytes of the largest free extent.
+    public var largestFreeExtent = 0
+    /// Free extents (after merging neighbours).
+    public var freeExtents = 0
+    /// External fragmentation of the extent space: 1 − largest free extent / free extent bytes
+    /// (0 when all free extent space is one extent).
+    public var fragmentation = 0.0
+    /// Size classes with at least one run.
+    public var sizeClasses: [SizeClassStats] = []
+}
+
+/// The result of ``Pool/check()``.
+public struct CheckReport: Sendable, Codable, Equatable {
+    /// Each inconsistency found, one sentence each; empty when the pool is consistent.
+    public var findings: [String]
+    /// Statistics gathered during the walk.
+    public var stats: PoolStats
+    /// Whether no inconsistency was found.
+    public var isConsistent: Bool { findings.isEmpty }
+}
+
+extension Heap {
+    /// Walks the persistent metadata and the volatile indexes; see ``CheckReport``.
+    func check(laneCount: Int, rootSlot: Int) -> CheckReport {
+        var findings: [String] = []
+        func note(_ s: String) { if findings.count < 200 { findings.append(s) } }
+        var stats = PoolStats()
+        stats.poolSize = poolEnd
+        stats.heapSize = units << Format.unitShift
+        var classStats = [PoolStats.SizeClassStats?](repeating: nil, count: SizeClasses.count)
+        var persistentFree: [(Int, Int)] = []  // merged persistent free extents
+
+        // 1. The unit table, on its own.
+        var u = 0
+        while u < units {
+            let e = tableEntry(u)
+            guard e.isWellFormed else { note("unit \(u): malformed table entry 0x\(String(e.raw, radix: 16)); walk stopped"); break }
+            guard e.length <= units - u else { note("unit \(u): extent of \(e.length) units runs past the end (\(units))"); break }
+            let n = e.length
+            switch e.kind! {
+            case .free:
+                if let last = persistentFree.last, last.0 + last.1 == u {
+                    persistentFree[persistentFree.count - 1].1 += n
+                } else {
+                    persistentFree.append((u, n))
+                }
+            case .used:
+                stats.objects += 1
+                stats.largeObjects += 1
+                stats.allocatedBytes += n << Format.unitShift
+                let i = info(u)
+                if i.kind != .used || i.length != n { note("unit \(u): large object of \(n) units not indexed as such") }
+                if startOf[u] != UInt32(u) || startOf[u + n - 1] != UInt32(u) { note("unit \(u): large object boundary tags wrong") }
+            case .run:
+                checkRun(at: u, entry: e, stats: &stats, classStats: &classStats, note: note)
+            case .none:
+                break
+            }
+            u += n
+        }
+
+        // 2. Free extents: the volatile index must hold exactly the merged persistent ones.
+        var indexed = 0
+        for b in 0..<Heap.bucketCount {
+            if let v = buckets[b].invariantViolation(positions: positions) { note("free-extent bucket \(b): \(v)") }
+            for k in 0..<buckets[b].count {
+                let s = Int(buckets[b][k])
+                let i = info(s)
+                if i.kind != .free { note("free-extent bucket \(b) holds unit \(s), which is not a free extent start") }
+                if Heap.bucket(i.length) != b { note("free extent at unit \(s) (\(i.length) units) is in bucket \(b)") }
+                indexed += 1
+            }
+        }
+        if indexed != persistentFree.count { note("\(indexed) free extents indexed, \(persistentFree.count) in the unit table") }
+        for (s, n) in persistentFree {
+            stats.freeExtentBytes += n << Format.unitShift
+            stats.largestFreeExtent = max(stats.largestFreeExtent, n << Format.unitShift)
+            let i = info(s)
+            if i.kind != .free || i.length != n {
+                note("free extent at unit \(s) of \(n) units is indexed as \(i.kind) of \(i.length)")
+            } else if positions[s] == 0 {
+                note("free extent at unit \(s) is in no bucket")
+            }
+            if startOf[s] != UInt32(s) || startOf[s + n - 1] != UInt32(s) { note("free extent at unit \(s): boundary tags wrong") }
+        }
+        stats.freeExtents = persistentFree.count
+        stats.freeBytes += stats.freeExtentBytes
+        if stats.freeExtentBytes > 0 {
+            stats.fragmentation = 1 - Double(stats.largestFreeExtent) / Double(stats.freeExtentBytes)
+        }
+
+        // 3. Class heaps: exactly the unowned runs with free blocks, in address order.
+        for c in 0..<SizeClasses.count {
+            if let v = classHeaps[c].invariantViolation(positions: positions) { note("run heap of class \(c): \(v)") }
+            for k in 0..<classHeaps[c].count {
+                let r = Int(classHeaps[c][k])
+                let i = info(r)
+                if i.kind != .run || i.sizeClass != c { note("run heap of class \(c) holds unit \(r), not a run of that class") }
+                if ph_atomic_load_i32(i.owner) != 0 { note("run at unit \(r) is both owned by a lane and in its class heap") }
+            }
+        }
+
+        // 4. Space accounting: every heap byte is allocated, free, or run overhead.
+        let accounted = stats.allocatedBytes + stats.freeBytes + stats.runOverheadBytes
+        if findings.isEmpty && accounted != stats.heapSize {
+            note("accounting: \(accounted) bytes allocated + free + overhead, heap has \(stats.heapSize)")
+        }
+
+        // 5. Logs: none may hold an operation whose effects are missing.
+        for lane in 0..<laneCount {
+            do throws(PoolError) {
+                if let f = try RedoLog.validate(bytes: bytes, lane: laneLogOffset(lane), allowed: writableRegions) {
+                    var applied = true
+                    RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
+                        if !RedoLog.isApplied(e, bytes: bytes) { applied = false }
+                    }
+                    if !applied { note("lane \(lane): a logged operation is not fully applied") }
+                }
+            } catch {
+                note("lane \(lane): \(error.message)")
+            }
+        }
+
+        // 6. The root slot.
+        let root = Int(bytes.u64(rootSlot))
+        if root != 0 && (try? locate(root)) == nil { note("the root slot holds \(root), which is not a live allocation") }
+
+        stats.sizeClasses = classStats.compactMap { $0 }
+        return CheckReport(findings: findings, stats: stats)
+    }
+
+    private func checkRun(at u: Int, entry e: UnitEntry, stats: inout PoolStats,
+                          classStats: inout [PoolStats.SizeClassStats?], note: (String) -> Void) {
+        guard e.sizeClass < SizeClasses.count else { note("run at unit \(u): size class \(e.sizeClass) does not exist"); return }
+        if let p = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) { note("run at unit \(u): \(p)"); return }
+        let g = geometry[e.sizeClass]
+        let words = bytes.words(unitOffset(u) + RunField.bitmap)
+        var used = 0
+        for w in 0..<g.bitmapWords { used += words[w].nonzeroBitCount }
+        used -= g.bitmapWords * 64 - g.blockCount
+        let free = g.blockCount - used
+        let i = info(u)
+        if i.kind != .run || i.sizeClass != e.sizeClass || i.length != e.length {
+            note("run at unit \(u) is not indexed as a run of class \(e.sizeClass)")
+        } else {
+            let volatileFree = Int(ph_atomic_load_i32(i.freeCount)) + Int(ph_atomic_load_i32(i.reserved))
+            if volatileFree != free { note("run at unit \(u): bitmap has \(free) free blocks, index says \(volatileFree)") }
+            let owned = ph_atomic_load_i32(i.owner) != 0
+            if !owned && free > 0 && positions[u] == 0 { note("run at unit \(u) has free blocks but is in no heap and owned by no lane") }
+        }
+        for k in u..<(u + e.length) where startOf[k] != UInt32(u) { note("run at unit \(u): unit \(k) does not map back to it"); break }
+        stats.runs += 1
+        stats.objects += used
+        stats.allocatedBytes += used * g.blockSize
+        stats.freeBytes += free * g.blockSize
+        stats.runOverheadBytes += (e.length << Format.unitShift) - g.blockCount * g.blockSize
+        var cs = classStats[e.sizeClass] ?? PoolStats.SizeClassStats(blockSize: g.blockSize, runs: 0, objects: 0, freeBlocks: 0)
+        cs.runs += 1
+        cs.objects += used
+        cs.freeBlocks += free
+        classStats[e.sizeClass] = cs
+    }
+}
+
+extension Pool {
+    /// A full consistency check of the heap (not only the header): every unit-table entry and
+    /// run header valid, bitmaps agree with the run headers and the volatile counts, no extent
+    /// overlaps another, the free-space indexes (binary heaps) hold exactly the free space,
+    /// the space accounting adds up, no log holds an unfinished operation, the root is live.
+    ///
+    /// Call it while no other thread uses the pool.
+    /// - Complexity: O(units walked + bitmap words + indexed extents).
+    public func check() throws(PoolError) -> CheckReport {
+        try checkOpen()
+        heap.lockExtents()
+        for c in 0..<SizeClasses.count { heap.lockClass(c) }
+        defer {
+            for c in 0..<SizeClasses.count { heap.unlockClass(c) }
+            heap.unlockExtents()
+        }
+        return heap.check(laneCount: Int(header.laneCount), rootSlot: Pool.rootSlotOffset)
+    }
+
+    /// Allocation statistics: bytes allocated and free, objects per size class, largest free
+    /// extent, fragmentation. O(heap metadata), like ``check()``.
+    public func stats() throws(PoolError) -> PoolStats {
+        try check().stats
+    }
+}

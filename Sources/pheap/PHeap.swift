@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import PersistentHeap
+
+/// `pheap`: create, inspect, check and use PersistentHeap pools from the shell.
+@main
+struct PHeap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pheap",
+        abstract: "Create, inspect and check PersistentHeap pools.",
+        subcommands: [Create.self, Info.self, Check.self, Stats.self, Demo.self])
+
+    /// Runs the command; errors become one line on stderr and a non-zero exit status.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as PoolError {
+            fail("\(error)", code: 1)
+        } catch let error as CommandFailure {
+            fail(error.message, code: error.code)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) } // --help, --version
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            fail("\(message) (see 'pheap --help')", code: code.rawValue)
+        }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("pheap: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
+}
+
+/// A failure with its own exit status (e.g. `check` finding inconsistencies).
+struct CommandFailure: Error {
+    let message: String
+    let code: Int32
+}
+
+/// Options shared by commands that take a pool path.
+struct PoolPath: ParsableArguments {
+    @Argument(help: "The pool file.")
+    var path: String
+}
+
+/// A byte size written like `4096`, `64KiB`, `64MiB`, `1GiB` (also K/M/G/T, and KB/MB/GB/TB in powers of 1000).
+struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
+    let bytes: Int
+
+    init?(argument: String) {
+        let s = argument.trimmingCharacters(in: .whitespaces)
+        let digits = s.prefix { $0.isNumber }
+        guard !digits.isEmpty, let n = Int(digits) else { return nil }
+        let unit = s.dropFirst(digits.count).trimmingCharacters(in: .whitespaces).lowercased()
+        let scale: Int
+        switch unit {
+        case "", "b": scale = 1
+        case "k", "kib": scale = 1 << 10
+        case "m", "mib": scale = 1 << 20
+        case "g", "gib": scale = 1 << 30
+        case "t", "tib": scale = 1 << 40
+        case "kb": scale = 1_000
+        case "mb": scale = 1_000_000
+        case "gb": scale = 1_000_000_000
+        case "tb": scale = 1_000_000_000_000
+        default: return nil
+        }
+        let (v, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow else { return nil }
+        bytes = v
+    }
+
+    var description: String { "\(bytes)" }
+}
+
+/// Prints `value` as one line of JSON with sorted keys.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// `1.5 MiB`-style rendering of a byte count.
+func humanBytes(_ n: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n), i = 0
+    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
+}

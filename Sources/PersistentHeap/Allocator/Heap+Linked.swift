@@ -147,8 +147,12 @@ extension Heap {
         }
         if zeroed { bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable) }
         if let initialize { initialize(bytes.pointer(x), usable) }
-        if zeroed || initialize != nil { persistence.flush(bytes.pointer(x), count: zeroed ? usable : size) }
+        let written = zeroed ? usable : size
         var log = RedoLog(bytes: bytes, lane: laneLogOffset(lane))
+        if zeroed || initialize != nil {
+            persistence.flush(bytes.pointer(x), count: written)
+            log.appendVerify(offset: x, count: written)
+        }
         log.append(.write8, offset: slot, operand: UInt64(x))
         appendAllocate(pending, to: &log)
         run(log, lane: lane)
@@ -201,6 +205,7 @@ extension Heap {
         bytes.pointer(y + keep).initializeMemory(as: UInt8.self, repeating: 0, count: newUsable - keep)
         persistence.flush(bytes.pointer(y), count: newUsable)
         var log = RedoLog(bytes: bytes, lane: laneLogOffset(lane))
+        log.appendVerify(offset: y, count: newUsable)
         log.append(.write8, offset: slot, operand: UInt64(y))
         appendAllocate(pending, to: &log)
         appendFree(old, to: &log)

@@ -93,7 +93,8 @@ extension Heap {
         }
         let word = bitmapWordOffset(run: s.run, word: s.word)
         _ = ph_atomic_or_u64(bytes.words(word), s.mask)
-        persistence.persist(bytes.pointer(word), count: 8)
+        persistence.flush(bytes.pointer(word), count: 8)
+        persistence.drain(clearing: lane)
         return offset
     }
 
@@ -133,7 +134,8 @@ extension Heap {
         guard old & mask != 0 else {
             throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
         }
-        persistence.persist(bytes.pointer(off), count: 8)
+        persistence.flush(bytes.pointer(off), count: 8)
+        persistence.drain(clearing: currentLane())
         noteFreed(run: r, sizeClass: c, word: word)
     }
 

@@ -87,6 +87,14 @@ struct RedoLog {
         if pad != 0 { bytes.pointer(at + 16 + count).initializeMemory(as: UInt8.self, repeating: 0, count: pad) }
     }
 
+    /// Makes the log valid only if `count` bytes at pool offset `offset` hold what they hold now
+    /// (see ``LogOp/verify``).
+    mutating func appendVerify(offset: Int, count: Int) {
+        precondition(count < 1 << 32)
+        let crc = Checksum.crc32c(bytes.pointer(offset), count: count)
+        append(.verify, offset: offset, operand: UInt64(count) << 32 | UInt64(crc))
+    }
+
     /// Continues the payload in an extension whose payload area is `capacity` bytes at pool
     /// offset `offset` (needs 16 bytes of room for the jump).
     mutating func extend(to offset: Int, capacity: Int) {
@@ -160,7 +168,7 @@ struct RedoLog {
         case .writeBytes:
             bytes.pointer(e.offset).copyMemory(from: bytes.pointer(e.dataOffset), byteCount: Int(e.operand))
             persistence.flush(bytes.pointer(e.offset), count: Int(e.operand))
-        case .extend:
+        case .extend, .verify:
             break
         }
     }
@@ -172,7 +180,7 @@ struct RedoLog {
         case .or64: return bytes.u64(e.offset) & e.operand == e.operand
         case .andNot64: return bytes.u64(e.offset) & e.operand == 0
         case .writeBytes: return memcmp(bytes.pointer(e.offset), bytes.pointer(e.dataOffset), Int(e.operand)) == 0
-        case .extend: return true
+        case .extend, .verify: return true
         }
     }
 
@@ -219,6 +227,7 @@ struct RedoLog {
         var at = lane + LogField.payload
         var consumed = 0
         var badTarget: String?
+        var verifications: [(offset: Int, count: Int, crc: UInt32)] = []
         while consumed < total {
             guard at + 16 <= segmentEnd, consumed + 16 <= total else { return nil }
             let w0 = bytes.u64(at), operand = bytes.u64(at + 8)
@@ -231,6 +240,11 @@ struct RedoLog {
                 size = bytesEntrySize(Int(operand))
                 guard at + size <= segmentEnd, consumed + size <= total else { return nil }
                 if !inside(offset, Int(operand)) { badTarget = "a byte write to offset \(offset)" }
+            case .verify:
+                let n = Int(operand >> 32)
+                if !inside(offset, n) { badTarget = "a verified range at offset \(offset)" } else {
+                    verifications.append((offset, n, UInt32(truncatingIfNeeded: operand)))
+                }
             case .extend:
                 guard operand >= 16, operand <= UInt64(maxTotal), offset % 8 == 0, inside(offset, Int(operand)) else { return nil }
             default:
@@ -246,6 +260,8 @@ struct RedoLog {
             }
         }
         guard crc == bytes.u32(lane + LogField.checksum) else { return nil }
+        // Data flushed under the same fence as the log must have reached the media too.
+        for v in verifications where Checksum.crc32c(bytes.pointer(v.offset), count: v.count) != v.crc { return nil }
         if let badTarget {
             throw PoolError(.corrupted, "the redo log of the lane at offset \(lane) holds \(badTarget), outside the pool's writable regions")
         }

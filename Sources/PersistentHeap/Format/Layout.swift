@@ -168,6 +168,11 @@ enum LogOp: UInt8 {
     case writeBytes = 4
     /// The payload continues in an extension block at the offset, holding `operand` bytes.
     case extend = 5
+    /// No effect; the log is valid only if the `operand >> 32` bytes at the offset have the
+    /// CRC-32C `operand & 0xffffffff`. Covers data written in place and flushed under the same
+    /// fence as the log (a new object's initial contents): if that data did not reach the media,
+    /// the fence never completed and the log must not be replayed.
+    case verify = 6
 }
 
 /// An extension block of a redo log (in a heap allocation): 16-byte header, then payload.

@@ -116,6 +116,14 @@ public final class Persistence: @unchecked Sendable {
         }
     }
 
+    /// ``drain()``, then forgets the deferred line of `slot` (the caller's lane): that drain
+    /// made it durable.
+    @inline(__always)
+    func drain(clearing slot: Int) {
+        drain()
+        clearDeferred(slot: slot)
+    }
+
     /// ``flush(_:count:)`` then ``drain()``.
     @inline(__always)
     public func persist(_ address: UnsafeRawPointer, count: Int) {

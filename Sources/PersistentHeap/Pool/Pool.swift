@@ -145,8 +145,10 @@ public final class Pool: @unchecked Sendable {
     }
 
     /// Opens a simulated pool from a crash image (or any pool image), running recovery on it.
-    /// The new pool's durable image starts as `image`.
-    public static func openSimulated(image: [UInt8], layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+    /// The new pool's durable image starts as `image`. `onFence`, when given, is installed
+    /// before recovery runs, so recovery itself can be crash-tested.
+    public static func openSimulated(image: [UInt8], layout: String, options: PoolOptions = PoolOptions(),
+                                     onFence: (@Sendable (SimulatedMedia, Int) -> Void)? = nil) throws(PoolError) -> Pool {
         guard image.count >= Format.headerSize else {
             throw PoolError(.tooSmall, "the image is \(image.count) bytes, smaller than a pool header")
         }
@@ -164,6 +166,7 @@ public final class Pool: @unchecked Sendable {
             try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: raw)
         } }
         let media = image.withUnsafeBytes { SimulatedMedia(current: mapping.base, size: poolSize, durableImage: $0) }
+        media.onFence = onFence
         return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media,
                         readOnly: options.readOnly, repair: repair)
     }

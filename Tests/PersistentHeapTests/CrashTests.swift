@@ -1,0 +1,193 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import PHeapTestSupport
+import Synchronization
+import Testing
+@testable import PersistentHeap
+
+/// `PHEAP_LONG_TESTS=1` runs longer workloads, more seeds and more kills.
+let longTests = getenv("PHEAP_LONG_TESTS").map { String(cString: $0) == "1" } ?? false
+
+/// Counts crash images checked by all tests (reported at the end of each test).
+let crashImagesChecked = Atomic<Int>(0)
+
+/// Eviction probabilities used for each crash point (with a distinct seed each).
+let evictionProbabilities: [Double] = longTests ? [0, 0.05, 0.2, 0.5, 0.8, 1] : [0, 0.1, 0.5, 1]
+
+/// Runs `workload` on `pool` (a simulated pool). At every `stride`-th fence it takes one crash
+/// image per eviction probability, opens each as a pool (running recovery) and collects what
+/// `verify` reports. Returns (images checked, problems).
+func crashAtEveryFence(_ pool: Pool, stride: Int = 1, seedBase: UInt64 = 0,
+                       verify: @escaping @Sendable (Pool, Int) throws -> [String],
+                       workload: () throws -> Void) rethrows -> (Int, [String]) {
+    let media = pool.simulatedMedia!
+    let problems = Mutex<[String]>([])
+    let images = Atomic<Int>(0)
+    media.onFence = { m, fence in
+        guard fence % stride == 0 else { return }
+        for (k, p) in evictionProbabilities.enumerated() {
+            let seed = seedBase &+ UInt64(fence) &* 31 &+ UInt64(k)
+            let image = m.crashImage(seed: seed, evictionProbability: p)
+            images.add(1, ordering: .relaxed)
+            do {
+                let recovered = try Pool.openSimulated(image: image, layout: "crash")
+                let found = try verify(recovered, fence)
+                if !found.isEmpty {
+                    problems.withLock { $0.append("fence \(fence) seed \(seed) p \(p): \(found.prefix(3))") }
+                }
+            } catch {
+                problems.withLock { $0.append("fence \(fence) seed \(seed) p \(p): open failed: \(error)") }
+            }
+        }
+    }
+    defer { media.onFence = nil }
+    try workload()
+    let n = images.load(ordering: .relaxed)
+    crashImagesChecked.add(n, ordering: .relaxed)
+    return (n, problems.withLock { $0 })
+}
+
+@Suite("Crash consistency")
+struct CrashTests {
+    @Test("simulated power failure at every fence: linked workload (allocate-and-link, free-and-unlink, reallocate, replace, growth)",
+          arguments: [11, 12, 13] as [UInt64])
+    func linkedWorkload(seed: UInt64) throws {
+        let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
+                                            options: PoolOptions(maxSize: 4 << 20, growthStep: 256 << 10, laneCount: 2))
+        let root = try LinkWorkload.setUp(pool, slots: 32)
+        var w = LinkWorkload(seed: seed, slots: 32, maxSize: 60_000)
+        let ops = longTests ? 1500 : 220
+        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in try LinkWorkload.verify(p) }) {
+            for _ in 0..<ops { try w.step(pool, root: root) }
+        }
+        #expect(pool.size > 512 << 10, "the workload made the pool grow")
+        #expect(problems.isEmpty, "\(problems.count) bad crash images of \(images): \(problems.prefix(5))")
+        print("linked workload seed \(seed): \(images) crash images checked, \(problems.count) problems")
+    }
+
+    @Test("simulated power failure at every fence: plain allocate / free; completed operations survive", arguments: [21, 22] as [UInt64])
+    func plainWorkload(seed: UInt64) throws {
+        let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
+                                            options: PoolOptions(maxSize: 8 << 20, growthStep: 256 << 10, laneCount: 2))
+        // The model as of the last completed operation, read by the fence hook.
+        // `inFlight`: the block being freed; `allocating`: an allocation is in flight (its block,
+        // unknown until it returns, may be one the model lists as freed).
+        struct Model: Sendable { var live: Set<UInt64> = []; var freed: Set<UInt64> = []; var inFlight: UInt64 = 0; var allocating = false }
+        let model = Mutex(Model())
+        var rng = RepeatableRandomNumberGenerator(seed: seed)
+        var order: [PRawPointer] = []
+        let ops = longTests ? 2000 : 400
+        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in
+            var out = try p.check().findings
+            let m = model.withLock { $0 }
+            for o in m.live where o != m.inFlight && !p.isAllocated(PRawPointer(offset: o)) { out.append("completed allocation \(o) lost") }
+            let undone = m.freed.filter { $0 != m.inFlight && p.isAllocated(PRawPointer(offset: $0)) }
+            if undone.count > (m.allocating ? 1 : 0) { out.append("completed frees undone: \(undone.sorted())") }
+            let objects = try p.stats().objects
+            if abs(objects - m.live.count) > 1 { out.append("\(objects) objects allocated, model has \(m.live.count) ± 1") }
+            return out
+        }) {
+            for _ in 0..<ops {
+                if order.isEmpty || Int.random(in: 0..<100, using: &rng) < 55 {
+                    let n = Int.random(in: 0..<10, using: &rng) < 8 ? Int.random(in: 1...600, using: &rng) : Int.random(in: 1...40_000, using: &rng)
+                    model.withLock { $0.allocating = true }
+                    let p = try pool.allocate(bytes: n)
+                    model.withLock { $0.live.insert(p.offset); $0.freed.remove(p.offset); $0.allocating = false }
+                    order.append(p)
+                } else {
+                    order.swapAt(Int.random(in: 0..<order.count, using: &rng), order.count - 1)
+                    let p = order.removeLast()
+                    model.withLock { $0.inFlight = p.offset }
+                    try pool.free(p)
+                    model.withLock { $0.live.remove(p.offset); $0.freed.insert(p.offset); $0.inFlight = 0 }
+                }
+            }
+            // Shrink at the end: the tail goes back, under the same crash scrutiny.
+            for p in order {
+                model.withLock { $0.inFlight = p.offset }
+                try pool.free(p)
+                model.withLock { $0.live.remove(p.offset); $0.freed.insert(p.offset); $0.inFlight = 0 }
+            }
+            try pool.shrink()
+        }
+        #expect(problems.isEmpty, "\(problems.count) bad crash images of \(images): \(problems.prefix(5))")
+        print("plain workload seed \(seed): \(images) crash images checked")
+    }
+
+    @Test("a crash during recovery: recovery is idempotent")
+    func crashDuringRecovery() throws {
+        let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash", options: PoolOptions(laneCount: 2))
+        let root = try LinkWorkload.setUp(pool, slots: 16)
+        var w = LinkWorkload(seed: 77, slots: 16)
+        for _ in 0..<20 { try w.step(pool, root: root) }
+        // Collect images taken mid-operation (between fence 1 and 2 of linked operations, among others).
+        let midImages = Mutex<[[UInt8]]>([])
+        pool.simulatedMedia!.onFence = { m, n in
+            if n % 2 == 0 { midImages.withLock { $0.append(m.crashImage(seed: UInt64(n), evictionProbability: 0.5)) } }
+        }
+        for _ in 0..<30 { try w.step(pool, root: root) }
+        pool.simulatedMedia!.onFence = nil
+        var checked = 0
+        for image in midImages.withLock({ $0 }) {
+            // Open it, crashing at every fence of recovery itself; each of those must open cleanly.
+            let nested = Mutex<[[UInt8]]>([])
+            let recovering = try SimulatedRecovery.open(image: image) { m, n in
+                for p in [0.0, 0.5, 1.0] { nested.withLock { $0.append(m.crashImage(seed: UInt64(n) * 7, evictionProbability: p)) } }
+            }
+            #expect(try LinkWorkload.verify(recovering).isEmpty)
+            for inner in nested.withLock({ $0 }) {
+                let p = try Pool.openSimulated(image: inner, layout: "crash")
+                let found = try LinkWorkload.verify(p)
+                #expect(found.isEmpty, "\(found)")
+                checked += 1
+            }
+        }
+        crashImagesChecked.add(checked, ordering: .relaxed)
+        #expect(checked > 0)
+        print("crash during recovery: \(checked) crash images checked")
+    }
+
+    @Test("real kills: a process running the linked workload on a file is SIGKILLed at random moments")
+    func realKills() throws {
+        let d = ScratchDirectory("kills")
+        let rounds = longTests ? 300 : 16
+        var rng = RepeatableRandomNumberGenerator(seed: 99)
+        var totalOps = 0
+        for round in 0..<rounds {
+            // Alternate the disk (msync domain) and tmpfs with the flush domain forced.
+            let onTmpfs = round % 2 == 1
+            let path = onTmpfs ? "/dev/shm/pheap-kill-\(getpid()).pool" : d.file("kill.pool")
+            let child = try ChildProcess(executable: siblingExecutable("pheap-crash-helper"),
+                                         arguments: ["workload", path, "\(round + 1000)"],
+                                         environment: onTmpfs ? ["PHEAP_FORCE_PMEM": "1"] : [:])
+            _ = try child.waitForLine { $0.hasPrefix("READY") }
+            let target = Int.random(in: 1...120, using: &rng)
+            var n = 0
+            while n < target {
+                _ = try child.waitForLine { $0.hasPrefix("OP") }
+                n += 1
+            }
+            // Kill at a random instant inside the next operations, not only between them.
+            usleep(UInt32.random(in: 0...400, using: &rng))
+            child.kill()
+            #expect(child.wasKilled())
+            totalOps += n
+            let pool = try Pool.open(path: path, layout: "crash-workload")
+            #expect(!pool.previousShutdownWasClean)
+            let problems = try LinkWorkload.verify(pool)
+            #expect(problems.isEmpty, "round \(round): \(problems.prefix(5))")
+            try pool.close()
+            if onTmpfs && round == rounds - 1 { unlink(path) }
+        }
+        unlink("/dev/shm/pheap-kill-\(getpid()).pool")
+        print("real kills: \(rounds) kills after \(totalOps) operations, every reopen consistent")
+    }
+}
+
+/// Opens an image as a simulated pool with a fence hook active during recovery.
+enum SimulatedRecovery {
+    static func open(image: [UInt8], hook: @escaping @Sendable (SimulatedMedia, Int) -> Void) throws -> Pool {
+        try Pool.openSimulated(image: image, layout: "crash", onFence: hook)
+    }
+}

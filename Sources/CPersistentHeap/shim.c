@@ -69,10 +69,10 @@ void ph_flush_clflush(const void *p, size_t len) { (void)p; (void)len; __atomic_
 // MARK: - CRC-32C
 
 static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static int crc_hw = 0;
 
-static void crc_init(void) {
+// Runs when the library is loaded, so the hot path checks no once-flag.
+__attribute__((constructor)) static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : (c >> 1);
@@ -121,7 +121,6 @@ static uint32_t crc_hw_run(uint32_t crc, const unsigned char *p, size_t len) {
 #endif
 
 uint32_t ph_crc32c(uint32_t crc, const void *p, size_t len) {
-    pthread_once(&crc_once, crc_init);
     uint32_t c = ~crc;
 #if defined(__x86_64__)
     if (crc_hw) return ~crc_hw_run(c, (const unsigned char *)p, len);

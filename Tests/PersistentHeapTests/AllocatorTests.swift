@@ -279,6 +279,30 @@ struct AllocatorTests {
         #expect(s.largestFreeExtent > 0 && s.largestFreeExtent <= s.freeExtentBytes)
     }
 
+    @Test("full runs are hinted in the unit table: reopening indexes them without reading them, a free loads them")
+    func fullHints() throws {
+        let pool = try Pool.createSimulated(size: 4 << 20, layout: "hint", options: PoolOptions(maxSize: 4 << 20))
+        // Fill several runs of the 64-byte class completely.
+        let perRun = SizeClasses.all[SizeClasses.classIndex(size: 64, alignment: 16)!].blockCount
+        var ptrs: [PRawPointer] = []
+        for _ in 0..<(perRun * 3 + 10) { ptrs.append(try pool.allocate(bytes: 64)) }
+        try pool.close()
+        let again = try Pool.openSimulated(image: pool.simulatedMedia!.durableImage(), layout: "hint")
+        let h = again.heap
+        let runOf = { (p: PRawPointer) in Int(h.startOf[(Int(p.offset) - h.heapOffset) >> 12]) }
+        let first = runOf(ptrs[0])
+        #expect(h.tableEntry(first).isHintedFull)
+        #expect(h.info(first).flags & UnitInfo.unloadedFlag != 0, "a full run is not read at open")
+        #expect(again.isAllocated(ptrs[5]))  // loads the run
+        #expect(h.info(first).flags & UnitInfo.unloadedFlag == 0)
+        try again.free(ptrs[5])
+        #expect(!h.tableEntry(first).isHintedFull, "a free clears the hint")
+        #expect(try again.allocate(bytes: 64) == ptrs[5], "the freed block is found again")
+        let report = try again.check()
+        #expect(report.isConsistent, "\(report.findings)")
+        #expect(report.stats.objects == ptrs.count)
+    }
+
     @Test("check finds damaged metadata; opening a pool with a damaged unit table fails cleanly")
     func checkFindsDamage() throws {
         let pool = try fixedPool()

@@ -145,16 +145,18 @@ extension Heap {
 
         // 5. Logs: none may hold an operation whose effects are missing.
         for lane in 0..<laneCount {
-            do throws(PoolError) {
-                if let f = try RedoLog.validate(bytes: bytes, lane: laneLogOffset(lane), allowed: writableRegions) {
-                    var applied = true
-                    RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
-                        if !RedoLog.isApplied(e, bytes: bytes) { applied = false }
+            for (at, size) in LaneLayout.logs {
+                do throws(PoolError) {
+                    if let f = try RedoLog.validate(bytes: bytes, lane: laneLogOffset(lane) + at, size: size, allowed: writableRegions) {
+                        var applied = true
+                        RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
+                            if !RedoLog.isApplied(e, bytes: bytes) { applied = false }
+                        }
+                        if !applied { note("lane \(lane): a logged operation is not fully applied") }
                     }
-                    if !applied { note("lane \(lane): a logged operation is not fully applied") }
+                } catch {
+                    note("lane \(lane): \(error.message)")
                 }
-            } catch {
-                note("lane \(lane): \(error.message)")
             }
         }
 
@@ -180,7 +182,7 @@ extension Heap {
         if i.kind != .run || i.sizeClass != e.sizeClass || i.length != e.length {
             note("run at unit \(u) is not indexed as a run of class \(e.sizeClass)")
         } else {
-            let volatileFree = Int(ph_atomic_load_i32(i.freeCount)) + Int(ph_atomic_load_i32(i.reserved))
+            let volatileFree = Int(ph_atomic_load_i32(i.freeCount))
             if volatileFree != free { note("run at unit \(u): bitmap has \(free) free blocks, index says \(volatileFree)") }
             let owned = ph_atomic_load_i32(i.owner) != 0
             if !owned && free > 0 && positions[u] == 0 { note("run at unit \(u) has free blocks but is in no heap and owned by no lane") }
@@ -209,6 +211,7 @@ extension Pool {
     /// - Complexity: O(units walked + bitmap words + indexed extents).
     public func check() throws(PoolError) -> CheckReport {
         try checkOpen()
+        try heap.loadAllHinted()
         heap.lockExtents()
         for c in 0..<SizeClasses.count { heap.lockClass(c) }
         defer {

@@ -24,7 +24,7 @@ extension Heap {
     /// Chooses space for `size` bytes. For a large object this takes the extent lock, which the
     /// caller releases after publishing or cancelling (``finish(_:)``).
     func prepareAllocation(size: Int, alignment: Int, lane: Int) throws(PoolError) -> (PendingAllocation, offset: Int) {
-        if let c = SizeClasses.classIndex(size: size, alignment: alignment) {
+        if let c = classIndex(size: size, alignment: alignment) {
             let s = try reserveBlock(lane: lane, sizeClass: c)
             return (.small(s, sizeClass: c), blockOffset(s, geometry[c]))
         }
@@ -98,6 +98,9 @@ extension Heap {
         switch loc {
         case .small(let r, _, let w, let mask):
             log.append(.andNot64, offset: bitmapWordOffset(run: r, word: w), operand: mask)
+            if tableEntry(r).isHintedFull && log.remaining >= 16 {
+                log.append(.andNot64, offset: tableEntryOffset(r), operand: UnitEntry.fullHint)
+            }
         case .large(let u):
             log.append(.write8, offset: tableEntryOffset(u), operand: UnitEntry(kind: .free, length: info(u).length).raw)
         }
@@ -126,10 +129,9 @@ extension Heap {
 
     /// Commits, applies and retires `log` in `lane` (fence 1, fence 2, deferred retirement).
     @inline(__always)
-    func run(_ log: RedoLog, lane: Int) {
-        log.commit(seq: nextSequence(), persistence: persistence)
-        persistence.clearDeferred(slot: lane)
-        log.apply(persistence: persistence)
+    func run(_ log: inout RedoLog, lane: Int) {
+        log.commit(seq: nextSequence(), persistence: persistence, lane: lane)
+        log.apply(persistence: persistence, lane: lane)
         log.retire(persistence: persistence, slot: lane)
     }
 
@@ -148,14 +150,14 @@ extension Heap {
         if zeroed { bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable) }
         if let initialize { initialize(bytes.pointer(x), usable) }
         let written = zeroed ? usable : size
-        var log = RedoLog(bytes: bytes, lane: laneLogOffset(lane))
+        var log = fastLog(lane)
         if zeroed || initialize != nil {
             persistence.flush(bytes.pointer(x), count: written)
             log.appendVerify(offset: x, count: written)
         }
         log.append(.write8, offset: slot, operand: UInt64(x))
         appendAllocate(pending, to: &log)
-        run(log, lane: lane)
+        run(&log, lane: lane)
         finishPublished(pending)
         return x
     }
@@ -172,10 +174,10 @@ extension Heap {
         if case .large(let u) = loc, info(u).kind != .used {
             throw PoolError(.invalidFree, "offset \(x) is not a live allocation (double free?)")
         }
-        var log = RedoLog(bytes: bytes, lane: laneLogOffset(lane))
+        var log = fastLog(lane)
         log.append(.write8, offset: slot, operand: 0)
         appendFree(loc, to: &log)
-        run(log, lane: lane)
+        run(&log, lane: lane)
         finishFreed(loc)
     }
 
@@ -204,12 +206,12 @@ extension Heap {
         bytes.pointer(y).copyMemory(from: bytes.pointer(x), byteCount: keep)
         bytes.pointer(y + keep).initializeMemory(as: UInt8.self, repeating: 0, count: newUsable - keep)
         persistence.flush(bytes.pointer(y), count: newUsable)
-        var log = RedoLog(bytes: bytes, lane: laneLogOffset(lane))
+        var log = mainLog(lane)
         log.appendVerify(offset: y, count: newUsable)
         log.append(.write8, offset: slot, operand: UInt64(y))
         appendAllocate(pending, to: &log)
         appendFree(old, to: &log)
-        run(log, lane: lane)
+        run(&log, lane: lane)
         finishFreed(old)
         if tookLock { unlockExtents() }
         finishPublished(pending)

@@ -21,8 +21,8 @@ extension Heap {
         var report = RecoveryReport()
         var found: [RedoLog.Found] = []
         let allowed = writableRegions
-        for lane in 0..<laneCount {
-            if let f = try RedoLog.validate(bytes: bytes, lane: laneLogOffset(lane), allowed: allowed) { found.append(f) }
+        try forEachLog(laneCount: laneCount) { (at, size) throws(PoolError) in
+            if let f = try RedoLog.validate(bytes: bytes, lane: at, size: size, allowed: allowed) { found.append(f) }
         }
         found.sort { $0.seq < $1.seq }
         report.validLogs = found.count
@@ -46,9 +46,10 @@ extension Heap {
         }
         if !found.isEmpty { persistence.drain() }
         var retired = false
-        for lane in 0..<laneCount where bytes.u64(laneLogOffset(lane) + LogField.seq) != 0 {
-            bytes.atomicStore(laneLogOffset(lane) + LogField.seq, 0)
-            persistence.flush(bytes.pointer(laneLogOffset(lane)), count: 8)
+        try forEachLog(laneCount: laneCount) { (at, _) throws(PoolError) in
+            guard bytes.u64(at + LogField.seq) != 0 else { return }
+            bytes.atomicStore(at + LogField.seq, 0)
+            persistence.flush(bytes.pointer(at), count: 8)
             retired = true
         }
         if retired { persistence.drain() }

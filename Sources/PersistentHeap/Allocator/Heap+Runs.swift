@@ -40,11 +40,11 @@ extension Heap {
     /// The caller sets its bit (directly, or through a redo log).
     @inline(__always)
     func reserveBlock(lane: Int, sizeClass c: Int) throws(PoolError) -> BlockSlot {
-        let slot = lane * SizeClasses.count + c
+        let slot = lane * classCount + c
         var r = Int(laneRuns[slot]) - 1
         while true {
             if r >= 0 {
-                if let s = findFreeBit(run: r, sizeClass: c) {
+                if let s = findFreeBit(run: r, sizeClass: c, hint: laneHints + slot) {
                     _ = ph_atomic_add_i32(info(r).freeCount, -1)
                     return s
                 }
@@ -53,6 +53,7 @@ extension Heap {
             }
             r = try acquireRun(sizeClass: c, lane: lane)
             laneRuns[slot] = UInt32(r + 1)
+            laneHints[slot] = 0
         }
     }
 
@@ -62,16 +63,16 @@ extension Heap {
     }
 
     @inline(__always)
-    private func findFreeBit(run r: Int, sizeClass c: Int) -> BlockSlot? {
+    private func findFreeBit(run r: Int, sizeClass c: Int, hint: UnsafeMutablePointer<UInt32>) -> BlockSlot? {
         let i = info(r)
         guard ph_atomic_load_i32(i.freeCount) > 0 else { return nil }
         let words = bytes.words(unitOffset(r) + RunField.bitmap)
         let count = geometry[c].bitmapWords
-        var w = i.hint
+        var w = Int(hint.pointee)
         for _ in 0..<count {
             let v = ph_atomic_load_relaxed_u64(words + w)
             if v != ~0 {
-                i.hint = w
+                hint.pointee = UInt32(w)
                 return BlockSlot(run: r, word: w, bit: (~v).trailingZeroBitCount)
             }
             w += 1
@@ -108,9 +109,10 @@ extension Heap {
         let s = Int(startOf[u])
         let i = info(s)
         if i.kind == .run && s <= u && u < s + i.length {
+            try ensureLoaded(s)
             let g = geometry[i.sizeClass]
             let rel = offset - unitOffset(s) - g.dataOffset
-            let k = rel / g.blockSize
+            let k = rel >= 0 ? Int((UInt64(rel) &* g.reciprocal) >> 32) : -1
             guard rel >= 0, k * g.blockSize == rel, k < g.blockCount else {
                 throw PoolError(.invalidFree, "offset \(offset) is not the start of a block")
             }
@@ -135,8 +137,28 @@ extension Heap {
             throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
         }
         persistence.flush(bytes.pointer(off), count: 8)
+        clearFullHint(r) // made durable by this free's fence
         persistence.drain(clearing: currentLane())
         noteFreed(run: r, sizeClass: c, word: word)
+    }
+
+    /// Clears the FULL hint of run `r` if set (flushed, no fence of its own).
+    @inline(__always)
+    func clearFullHint(_ r: Int) {
+        let e = bytes.words(tableEntryOffset(r))
+        if ph_atomic_load_relaxed_u64(e) & UnitEntry.fullHint != 0 {
+            _ = ph_atomic_and_u64(e, ~UnitEntry.fullHint)
+            persistence.flush(e, count: 8)
+        }
+    }
+
+    /// Sets the FULL hint of run `r` (flushed, no fence of its own), unless a free raced in.
+    private func setFullHint(_ r: Int) {
+        let e = bytes.words(tableEntryOffset(r))
+        _ = ph_atomic_or_u64(e, UnitEntry.fullHint)
+        persistence.flush(e, count: 8)
+        // A free that incremented the count before seeing the hint would leave it stale.
+        if ph_atomic_load_i32(info(r).freeCount) > 0 { clearFullHint(r) }
     }
 
     /// Volatile bookkeeping after a block of run `r` was freed (its cleared bit is durable).
@@ -144,11 +166,15 @@ extension Heap {
     func noteFreed(run r: Int, sizeClass c: Int, word: Int) {
         let i = info(r)
         let nowFree = Int(ph_atomic_add_i32(i.freeCount, 1)) + 1
+        if nowFree == 1 { clearFullHint(r) } // a hint set concurrently (see setFullHint)
         let owner = Int(ph_atomic_load_i32(i.owner))
         if owner != 0 {
-            // Only the owner's thread touches the hint; another lane's free is found by the
-            // owner's wrap-around search.
-            if Int64(owner - 1) == ph_tls_lane_lookup(poolID) && word < i.hint { i.hint = word }
+            // Only the owner's thread touches its search hint; another lane's free is found by
+            // the owner's wrap-around search.
+            if Int64(owner - 1) == ph_tls_lane_lookup(poolID) {
+                let h = laneHints + (owner - 1) * classCount + c
+                if word < Int(h.pointee) { h.pointee = UInt32(word) }
+            }
             return
         }
         if positions[r] != 0 && nowFree < geometry[c].blockCount { return }
@@ -165,6 +191,7 @@ extension Heap {
         lockClass(c)
         let i = info(r)
         ph_atomic_store_i32(i.owner, 0)
+        if ph_atomic_load_i32(i.freeCount) == 0 { setFullHint(r) }
         if ph_atomic_load_i32(i.freeCount) > 0 && positions[r] == 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
@@ -177,7 +204,7 @@ extension Heap {
         let i = info(r)
         let g = geometry[c]
         guard ph_atomic_load_i32(i.owner) == 0, Int(ph_atomic_load_i32(i.freeCount)) == g.blockCount,
-              ph_atomic_load_i32(i.reserved) == 0, positions[r] != 0, classHeaps[c].count > 1 else {
+              positions[r] != 0, classHeaps[c].count > 1 else {
             unlockClass(c)
             return
         }
@@ -197,7 +224,6 @@ extension Heap {
         if let r = classHeaps[c].popMin(positions: positions) {
             let i = info(Int(r))
             ph_atomic_store_i32(i.owner, Int32(lane + 1))
-            i.hint = 0
             unlockClass(c)
             return Int(r)
         }
@@ -221,9 +247,7 @@ extension Heap {
         i.kind = .run
         i.sizeClass = c
         i.length = g.units
-        i.hint = 0
         ph_atomic_store_i32(i.freeCount, Int32(g.blockCount))
-        ph_atomic_store_i32(i.reserved, 0)
         ph_atomic_store_i32(i.owner, Int32(lane + 1))
         for k in a..<(a + g.units) { startOf[k] = UInt32(a) }
         return a
@@ -232,7 +256,7 @@ extension Heap {
     /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
     func releaseLaneRuns(_ lane: Int) {
         for c in 0..<SizeClasses.count {
-            let slot = lane * SizeClasses.count + c
+            let slot = lane * classCount + c
             let r = Int(laneRuns[slot]) - 1
             if r >= 0 {
                 laneRuns[slot] = 0

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CPersistentHeap
+import Dispatch
 import Synchronization
 
 /// The allocator of one pool: persistent metadata (unit table, run bitmaps, lane logs) is the
@@ -30,6 +34,12 @@ final class Heap: @unchecked Sendable {
     private let positionStorage: VolatileArray
     let startOf: UnsafeMutablePointer<UInt32>
     let positions: UnsafeMutablePointer<Int32>
+    /// Base of the per-unit `UnitInfo` records.
+    let infoBase: UnsafeMutableRawPointer
+    /// `SizeClasses.lookup`, copied: request size / 16 → class index.
+    let classLookup: UnsafeMutablePointer<UInt8>
+    /// Number of size classes (an instance constant: a static one costs a `swift_once` per use).
+    let classCount = SizeClasses.count
     /// `SizeClasses.all`, copied for lookups without array overhead on the hot path.
     let geometry: UnsafeMutablePointer<SizeClass>
 
@@ -39,6 +49,10 @@ final class Heap: @unchecked Sendable {
     let classHeaps: UnsafeMutablePointer<UnitHeap>
     /// Per lane and class: start unit + 1 of the run the lane allocates from (0: none).
     let laneRuns: UnsafeMutablePointer<UInt32>
+    /// Per lane: which fast log the next record uses.
+    let laneToggle: UnsafeMutablePointer<UInt8>
+    /// Per lane and class: the first bitmap word of the lane's run that may hold a free bit.
+    let laneHints: UnsafeMutablePointer<UInt32>
 
     // Extents.
     static let bucketCount = 72
@@ -74,6 +88,9 @@ final class Heap: @unchecked Sendable {
         startStorage = try VolatileArray(bytes: maxUnits * 4)
         positionStorage = try VolatileArray(bytes: maxUnits * 4)
         startOf = startStorage.base.assumingMemoryBound(to: UInt32.self)
+        infoBase = infoStorage.base
+        classLookup = .allocate(capacity: SizeClasses.lookup.count)
+        classLookup.initialize(from: SizeClasses.lookup, count: SizeClasses.lookup.count)
         positions = positionStorage.base.assumingMemoryBound(to: Int32.self)
         let classes = SizeClasses.count
         geometry = .allocate(capacity: classes)
@@ -84,6 +101,10 @@ final class Heap: @unchecked Sendable {
         for c in 0..<classes { (classHeaps + c).initialize(to: UnitHeap()) }
         laneRuns = .allocate(capacity: lanes.count * classes)
         laneRuns.initialize(repeating: 0, count: lanes.count * classes)
+        laneToggle = .allocate(capacity: lanes.count)
+        laneToggle.initialize(repeating: 0, count: lanes.count)
+        laneHints = .allocate(capacity: lanes.count * classes)
+        laneHints.initialize(repeating: 0, count: lanes.count * classes)
         extentLock = .allocate(capacity: Heap.lockStride)
         extentLock.initialize(repeating: 0, count: Heap.lockStride)
         buckets = .allocate(capacity: Heap.bucketCount)
@@ -94,8 +115,11 @@ final class Heap: @unchecked Sendable {
         for c in 0..<SizeClasses.count { classHeaps[c].deallocate() }
         classHeaps.deallocate()
         geometry.deallocate()
+        classLookup.deallocate()
         classLocks.deallocate()
         laneRuns.deallocate()
+        laneToggle.deallocate()
+        laneHints.deallocate()
         for b in 0..<Heap.bucketCount { buckets[b].deallocate() }
         buckets.deallocate()
         extentLock.deallocate()
@@ -103,11 +127,42 @@ final class Heap: @unchecked Sendable {
 
     // MARK: Geometry
 
-    @inline(__always) func info(_ unit: Int) -> UnitInfo { UnitInfo(p: infoStorage.base + unit * UnitInfo.stride) }
+    @inline(__always) func info(_ unit: Int) -> UnitInfo { UnitInfo(p: infoBase + unit * UnitInfo.stride) }
+
+    /// The size class for a request (1...16 KiB, power-of-two alignment), or nil for an extent.
+    @inline(__always)
+    func classIndex(size: Int, alignment: Int) -> Int? {
+        guard size <= SizeClasses.maxSmallSize else { return nil }
+        var c = Int(classLookup[(size + 15) >> 4])
+        if alignment > 16 {
+            while c < classCount && geometry[c].alignment < alignment { c += 1 }
+            if c == classCount { return nil }
+        }
+        return c
+    }
     @inline(__always) func unitOffset(_ unit: Int) -> Int { heapOffset + unit << Format.unitShift }
     @inline(__always) func tableEntryOffset(_ unit: Int) -> Int { tableOffset + unit * 8 }
     @inline(__always) func tableEntry(_ unit: Int) -> UnitEntry { UnitEntry(raw: bytes.u64(tableEntryOffset(unit))) }
     @inline(__always) func laneLogOffset(_ lane: Int) -> Int { laneOffset + lane * Format.laneSize }
+
+    /// The next fast log of `lane` (the two alternate), for records of up to three entries.
+    @inline(__always) func fastLog(_ lane: Int) -> RedoLog {
+        let k = Int(laneToggle[lane])
+        laneToggle[lane] = UInt8(1 - k)
+        return RedoLog(bytes: bytes, at: laneLogOffset(lane) + LaneLayout.fastLogs[k], size: LaneLayout.fastLogSize)
+    }
+
+    /// The main log of `lane`.
+    @inline(__always) func mainLog(_ lane: Int) -> RedoLog {
+        RedoLog(bytes: bytes, at: laneLogOffset(lane) + LaneLayout.mainLog, size: LaneLayout.mainLogSize)
+    }
+
+    /// Calls `body` with the pool offset and size of every log of every lane.
+    func forEachLog(laneCount: Int, _ body: (Int, Int) throws(PoolError) -> Void) throws(PoolError) {
+        for lane in 0..<laneCount {
+            for (at, size) in LaneLayout.logs { try body(laneLogOffset(lane) + at, size) }
+        }
+    }
     /// End of the pool in bytes.
     var poolEnd: Int { heapOffset + units << Format.unitShift }
 
@@ -138,7 +193,12 @@ final class Heap: @unchecked Sendable {
     /// Rebuilds every volatile index by walking the unit table from unit 0, validating each
     /// extent (well-formed entry, inside the pool; runs: header checksum and geometry, bitmap
     /// padding). Throws `corrupted` at the first impossible value; never reads outside the pool.
+    ///
+    /// Three passes: the chain of table entries (dense, cheap); the run headers and bitmaps
+    /// (one page fault each on a freshly mapped pool: the cost of opening a full pool), checked
+    /// and counted in parallel on all cores for large heaps; then the indexes, in address order.
     func load() throws(PoolError) {
+        var extents: [(unit: Int, entry: UnitEntry)] = []
         var u = 0
         while u < units {
             let e = tableEntry(u)
@@ -148,6 +208,36 @@ final class Heap: @unchecked Sendable {
             guard e.length <= units - u else {
                 throw PoolError(.corrupted, "extent at unit \(u) of \(e.length) units runs past the end of the pool (\(units) units)")
             }
+            if e.kind == .run && e.sizeClass >= classCount {
+                throw PoolError(.corrupted, "run at unit \(u) has size class \(e.sizeClass)")
+            }
+            extents.append((u, e))
+            u += e.length
+        }
+        // Pass 2: per run not hinted full, nil for a bad header, else its used-block count.
+        var used = [Int?](repeating: 0, count: extents.count)
+        let runs = extents.indices.filter { extents[$0].entry.kind == .run && !extents[$0].entry.isHintedFull }
+        used.withUnsafeMutableBufferPointer { out in
+            // Each worker writes only its own indexes of `out`.
+            let outBase = UncheckedSendable(out.baseAddress!)
+            let runList = runs, extentList = extents
+            let work: @Sendable (Range<Int>) -> Void = { range in
+                for k in range {
+                    let i = runList[k]
+                    outBase.value[i] = self.countUsed(run: extentList[i].unit, entry: extentList[i].entry)
+                }
+            }
+            let workers = runs.count >= 256 ? min(4, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) : 1
+            if workers == 1 {
+                work(0..<runs.count)
+            } else {
+                let chunk = (runs.count + workers - 1) / workers
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    work((w * chunk)..<min(runs.count, (w + 1) * chunk))
+                }
+            }
+        }
+        for (k, (u, e)) in extents.enumerated() {
             switch e.kind! {
             case .free:
                 addFreeExtent(u, length: e.length, punched: false)
@@ -158,34 +248,81 @@ final class Heap: @unchecked Sendable {
                 startOf[u] = UInt32(u)
                 startOf[u + e.length - 1] = UInt32(u)
             case .run:
-                try loadRun(at: u, entry: e)
+                let g = geometry[e.sizeClass]
+                guard e.length == g.units else {
+                    throw PoolError(.corrupted, "run at unit \(u) has \(e.length) units; class \(e.sizeClass) runs have \(g.units)")
+                }
+                let i = info(u)
+                i.kind = .run
+                i.sizeClass = e.sizeClass
+                i.length = e.length
+                ph_atomic_store_i32(i.owner, 0)
+                for k in u..<(u + e.length) { startOf[k] = UInt32(u) }
+                if e.isHintedFull {
+                    // Read on first use (`ensureLoaded`): opening a full pool touches no run page.
+                    i.flags = UnitInfo.unloadedFlag
+                    ph_atomic_store_i32(i.freeCount, 0)
+                    continue
+                }
+                guard let usedBlocks = used[k] else {
+                    let problem = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) ?? "bad run header"
+                    throw PoolError(.corrupted, "run at unit \(u): \(problem)")
+                }
+                ph_atomic_store_i32(i.freeCount, Int32(g.blockCount - usedBlocks))
+                if usedBlocks < g.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
             case .none:
                 fatalError("unreachable: isWellFormed excludes none")
             }
-            u += e.length
         }
     }
 
-    private func loadRun(at u: Int, entry e: UnitEntry) throws(PoolError) {
-        guard e.sizeClass < SizeClasses.count else {
-            throw PoolError(.corrupted, "run at unit \(u) has size class \(e.sizeClass)")
+    /// Reads a run indexed from its FULL hint: validates its header and counts its free blocks.
+    /// Called before anything reads its bitmap.
+    @inline(__always)
+    func ensureLoaded(_ r: Int) throws(PoolError) {
+        if info(r).flags & UnitInfo.unloadedFlag != 0 { try loadHinted(r) }
+    }
+
+    @inline(never)
+    private func loadHinted(_ r: Int) throws(PoolError) {
+        let i = info(r)
+        let c = i.sizeClass
+        lockClass(c)
+        defer { unlockClass(c) }
+        guard i.flags & UnitInfo.unloadedFlag != 0 else { return }
+        let e = tableEntry(r)
+        guard let usedBlocks = countUsed(run: r, entry: e) else {
+            let problem = runHeaderProblem(at: r, sizeClass: c, units: i.length) ?? "bad run header"
+            throw PoolError(.corrupted, "run at unit \(r): \(problem)")
         }
-        let cls = geometry[e.sizeClass]
-        if let problem = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) {
-            throw PoolError(.corrupted, "run at unit \(u): \(problem)")
+        let free = geometry[c].blockCount - usedBlocks
+        _ = ph_atomic_add_i32(i.freeCount, Int32(free))
+        i.flags &= ~UnitInfo.unloadedFlag
+        if ph_atomic_load_i32(i.freeCount) > 0 && ph_atomic_load_i32(i.owner) == 0 && positions[r] == 0 {
+            classHeaps[c].insert(UInt32(r), positions: positions)
         }
+    }
+
+    /// Loads every run indexed from its FULL hint (check, stats).
+    func loadAllHinted() throws(PoolError) {
+        var u = 0
+        while u < units {
+            let i = info(u)
+            let n = max(i.length, 1)
+            if i.kind == .run { try ensureLoaded(u) }
+            u += i.kind == .none ? 1 : n
+        }
+    }
+
+    /// Validates the header of the run at `u` and counts its allocated blocks; nil when the
+    /// header is bad. Reads only the run's own bytes.
+    private func countUsed(run u: Int, entry e: UnitEntry) -> Int? {
+        if runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) != nil { return nil }
+        let g = geometry[e.sizeClass]
         let bitmap = bytes.words(unitOffset(u) + RunField.bitmap)
         var used = 0
-        for w in 0..<cls.bitmapWords { used += bitmap[w].nonzeroBitCount }
-        used -= cls.bitmapWords * 64 - cls.blockCount
-        let i = info(u)
-        i.kind = .run
-        i.sizeClass = e.sizeClass
-        i.length = e.length
-        ph_atomic_store_i32(i.freeCount, Int32(cls.blockCount - used))
-        ph_atomic_store_i32(i.owner, 0)
-        for k in u..<(u + e.length) { startOf[k] = UInt32(u) }
-        if used < cls.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
+        for w in 0..<g.bitmapWords { used += bitmap[w].nonzeroBitCount }
+        return used - (g.bitmapWords * 64 - g.blockCount)
     }
 
     /// Checks the header of the run at unit `u` against the geometry of its class; nil when sound.
@@ -224,4 +361,10 @@ final class Heap: @unchecked Sendable {
         let tail = cls.blockCount & 63
         if tail != 0 { bytes.setU64(h + RunField.bitmap + (cls.bitmapWords - 1) * 8, ~UInt64(0) << UInt64(tail)) }
     }
+}
+
+/// A value handed to concurrent workers that use it without races by construction.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

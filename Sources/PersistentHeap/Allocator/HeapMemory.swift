@@ -31,23 +31,23 @@ enum VolatileKind: UInt8 {
     case retiring = 4
 }
 
-/// Volatile information about the extent that starts at a unit (32 bytes per unit, in a lazily
+/// Volatile information about the extent that starts at a unit (16 bytes per unit, in a lazily
 /// committed anonymous mapping sized for the maximum pool). Valid only at extent starts; when
 /// a start becomes interior (merge), its record is cleared.
 ///
 ///     0  kind       UInt8 (VolatileKind)
 ///     1  sizeClass  UInt8  (runs)
-///     2  flags      UInt8  (bit 0: the extent's storage was punched out of the file)
+///     2  flags      UInt8  bit 0: the extent's storage was punched out of the file;
+///                          bit 1: a run indexed from its FULL hint, header and bitmap not read yet
 ///     4  length     UInt32 units
 ///     8  freeCount  Int32  free blocks (runs; atomic)
 ///     12 owner      Int32  lane + 1 owning the run, 0 = none (atomic)
-///     16 hint       UInt32 first bitmap word that may hold a free bit (owner only)
-///     20 reserved   Int32  blocks reserved but not published (atomic)
 struct UnitInfo {
     let p: UnsafeMutableRawPointer
 
-    static let stride = 32
+    static let stride = 16
     static let punchedFlag: UInt8 = 1
+    static let unloadedFlag: UInt8 = 2
 
     @inline(__always) var kind: VolatileKind {
         get { VolatileKind(rawValue: p.load(as: UInt8.self)) ?? .none }
@@ -67,14 +67,9 @@ struct UnitInfo {
     }
     @inline(__always) var freeCount: UnsafeMutablePointer<Int32> { (p + 8).assumingMemoryBound(to: Int32.self) }
     @inline(__always) var owner: UnsafeMutablePointer<Int32> { (p + 12).assumingMemoryBound(to: Int32.self) }
-    @inline(__always) var hint: Int {
-        get { Int(p.load(fromByteOffset: 16, as: UInt32.self)) }
-        nonmutating set { p.storeBytes(of: UInt32(newValue), toByteOffset: 16, as: UInt32.self) }
-    }
-    @inline(__always) var reserved: UnsafeMutablePointer<Int32> { (p + 20).assumingMemoryBound(to: Int32.self) }
 
     /// Clears the record (the unit is no longer an extent start).
-    @inline(__always) func clear() { p.initializeMemory(as: UInt64.self, repeating: 0, count: 4) }
+    @inline(__always) func clear() { p.initializeMemory(as: UInt64.self, repeating: 0, count: 2) }
 }
 
 /// Anonymous zero-filled memory for volatile per-unit arrays, reserved for the maximum pool

@@ -22,47 +22,56 @@ import CPersistentHeap
 /// (seq, bytes) and every payload byte in order.
 struct RedoLog {
     let bytes: PoolBytes
-    /// Pool offset of the lane (the log header).
+    /// Pool offset of the log header.
     let lane: Int
+    /// Bytes of payload the log holds inline (its size minus the header).
+    let inlineCapacity: Int
     /// Payload bytes used in the lane's inline space.
     private var inlineUsed = 0
     /// Extension segments in order: pool offset of the payload area, capacity, bytes used.
     /// Empty for every allocator operation (no allocation on the hot path).
-    private var extensions: [(offset: Int, capacity: Int, used: Int)] = []
+    private var extensions: [(offset: Int, capacity: Int, used: Int)]? = nil
+    /// A one-line log is built here and written as a whole line (``Persistence/writeLine``);
+    /// larger logs are written in place.
+    private var stage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    private let staged: Bool
 
-    init(bytes: PoolBytes, lane: Int) {
+    /// A log at pool offset `at` of `size` bytes (header included).
+    init(bytes: PoolBytes, at: Int, size: Int) {
         self.bytes = bytes
-        self.lane = lane
+        self.lane = at
+        inlineCapacity = size - LogField.payload
+        staged = size == 64
     }
 
     /// Total payload bytes.
-    var payloadBytes: Int { extensions.reduce(inlineUsed) { $0 + $1.used } }
+    var payloadBytes: Int { extensions?.reduce(inlineUsed) { $0 + $1.used } ?? inlineUsed }
 
     var isEmpty: Bool { inlineUsed == 0 }
 
     /// Room left in the current segment.
     var remaining: Int {
-        if let last = extensions.last { return last.capacity - last.used }
-        return LogField.inlineCapacity - inlineUsed
+        if let last = extensions?.last { return last.capacity - last.used }
+        return inlineCapacity - inlineUsed
     }
 
     /// Forgets every entry (the log can be refilled).
     mutating func reset() {
-        extensions.removeAll()
+        extensions = nil
         inlineUsed = 0
     }
 
     @inline(__always)
     private mutating func reserve(_ n: Int) -> Int {
         precondition(remaining >= n, "redo log overflow")
-        if extensions.isEmpty {
+        guard extensions != nil else {
             let at = lane + LogField.payload + inlineUsed
             inlineUsed += n
             return at
         }
-        let i = extensions.count - 1
-        let at = extensions[i].offset + extensions[i].used
-        extensions[i].used += n
+        let i = extensions!.count - 1
+        let at = extensions![i].offset + extensions![i].used
+        extensions![i].used += n
         return at
     }
 
@@ -70,15 +79,23 @@ struct RedoLog {
     @inline(__always)
     mutating func append(_ op: LogOp, offset: Int, operand: UInt64) {
         let at = reserve(16)
-        bytes.setU64(at, UInt64(op.rawValue) << 56 | UInt64(offset))
-        bytes.setU64(at + 8, operand)
+        let w0 = UInt64(op.rawValue) << 56 | UInt64(offset)
+        if staged {
+            let i = (at - lane) >> 3
+            withUnsafeMutableBytes(of: &stage) { $0.storeBytes(of: w0, toByteOffset: i << 3, as: UInt64.self)
+                $0.storeBytes(of: operand, toByteOffset: (i + 1) << 3, as: UInt64.self) }
+        } else {
+            bytes.setU64(at, w0)
+            bytes.setU64(at + 8, operand)
+        }
     }
 
     /// Bytes a byte-range entry of `count` bytes takes.
     static func bytesEntrySize(_ count: Int) -> Int { 16 + (count + 7) & ~7 }
 
-    /// Appends a write of `count` bytes from `source` to pool offset `offset`.
+    /// Appends a write of `count` bytes from `source` to pool offset `offset` (main log only).
     mutating func appendBytes(offset: Int, from source: UnsafeRawPointer, count: Int) {
+        precondition(!staged, "byte writes need the main log")
         let at = reserve(RedoLog.bytesEntrySize(count))
         bytes.setU64(at, UInt64(LogOp.writeBytes.rawValue) << 56 | UInt64(offset))
         bytes.setU64(at + 8, UInt64(count))
@@ -98,16 +115,31 @@ struct RedoLog {
     /// Continues the payload in an extension whose payload area is `capacity` bytes at pool
     /// offset `offset` (needs 16 bytes of room for the jump).
     mutating func extend(to offset: Int, capacity: Int) {
+        precondition(!staged, "extensions need the main log")
         append(.extend, offset: offset, operand: UInt64(capacity))
-        extensions.append((offset, capacity, 0))
+        extensions = (extensions ?? []) + [(offset, capacity, 0)]
     }
 
     /// Step 1: writes the header with `seq` and the checksum, flushes everything, fences.
-    func commit(seq: UInt64, persistence: Persistence) {
+    mutating func commit(seq: UInt64, persistence: Persistence, lane slot: Int) {
+        if staged {
+            // Header and up to three entries, written as one line.
+            // The checksum input is (seq, bytes as UInt64, payload): the first 16 + n bytes of
+            // the line with the bytes word's high half (the checksum's place) still zero.
+            stage.0 = seq
+            stage.1 = UInt64(inlineUsed)
+            let crc = withUnsafeBytes(of: &stage) { Checksum.crc32c($0.baseAddress!, count: LogField.payload + inlineUsed) }
+            stage.1 |= UInt64(crc) << 32
+            withUnsafePointer(to: &stage) { p in
+                p.withMemoryRebound(to: UInt64.self, capacity: 8) { persistence.writeLine(bytes.pointer(lane), $0) }
+            }
+            persistence.drain(clearing: slot)
+            return
+        }
         let total = payloadBytes
         var crc = RedoLog.headerCRC(seq: seq, total: total)
         crc = Checksum.crc32c(bytes.pointer(lane + LogField.payload), count: inlineUsed, continuing: crc)
-        for s in extensions where s.used > 0 {
+        for s in extensions ?? [] where s.used > 0 {
             crc = Checksum.crc32c(bytes.pointer(s.offset), count: s.used, continuing: crc)
             persistence.flush(bytes.pointer(s.offset), count: s.used)
         }
@@ -116,26 +148,42 @@ struct RedoLog {
         bytes.setU32(lane + LogField.checksum, crc)
         // Header and inline payload share lines: one flush call covers both.
         persistence.flush(bytes.pointer(lane), count: LogField.payload + inlineUsed)
-        persistence.drain()
+        persistence.drain(clearing: slot)
     }
 
     /// Step 2: applies the entries in place, flushes the targets and fences.
-    func apply(persistence: Persistence) {
-        RedoLog.forEachEntry(bytes: bytes, lane: lane, total: payloadBytes) { entry in
-            RedoLog.perform(entry, bytes: bytes, persistence: persistence)
+    func apply(persistence: Persistence, lane slot: Int) {
+        if staged {
+            // From the staged copy: the streamed line is not in the cache.
+            var s = stage
+            withUnsafeBytes(of: &s) { w in
+                var i = LogField.payload
+                while i < LogField.payload + inlineUsed {
+                    let w0 = w.load(fromByteOffset: i, as: UInt64.self)
+                    let e = Entry(op: LogOp(rawValue: UInt8(w0 >> 56))!, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
+                                  operand: w.load(fromByteOffset: i + 8, as: UInt64.self), at: lane + i)
+                    RedoLog.perform(e, bytes: bytes, persistence: persistence)
+                    i += 16
+                }
+            }
+        } else {
+            RedoLog.forEachEntry(bytes: bytes, lane: lane, total: payloadBytes) { entry in
+                RedoLog.perform(entry, bytes: bytes, persistence: persistence)
+            }
         }
-        persistence.drain()
+        persistence.drain(clearing: slot)
     }
 
-    /// Step 3: retires the log without a fence (see the type's documentation).
+    /// Step 3: retires the log without a fence (see the type's documentation). `slot` is the
+    /// lane: its next drain covers the retirement, and other threads' drains flush it again.
     func retire(persistence: Persistence, slot: Int) {
         bytes.atomicStore(lane + LogField.seq, 0)
         persistence.deferLine(bytes.pointer(lane), slot: slot)
     }
 
     static func headerCRC(seq: UInt64, total: Int) -> UInt32 {
-        var h = (seq, UInt32(truncatingIfNeeded: total))
-        return withUnsafeBytes(of: &h) { Checksum.crc32c($0.baseAddress!, count: 12) }
+        var h = (seq, UInt64(UInt32(truncatingIfNeeded: total)))
+        return withUnsafeBytes(of: &h) { Checksum.crc32c($0.baseAddress!, count: 16) }
     }
 
     // MARK: Reading logs (recovery, check)
@@ -214,7 +262,7 @@ struct RedoLog {
     /// torn (its structure or checksum does not hold: its fence never completed). Throws
     /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
     /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
-    static func validate(bytes: PoolBytes, lane: Int, allowed: [Range<Int>]) throws(PoolError) -> Found? {
+    static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: [Range<Int>]) throws(PoolError) -> Found? {
         let seq = bytes.u64(lane + LogField.seq)
         guard seq != 0 else { return nil }
         let total = Int(bytes.u32(lane + LogField.bytes))
@@ -223,7 +271,7 @@ struct RedoLog {
             n >= 0 && allowed.contains { $0.lowerBound <= lo && lo + n <= $0.upperBound }
         }
         var crc = headerCRC(seq: seq, total: total)
-        var segmentEnd = lane + LogField.payload + LogField.inlineCapacity
+        var segmentEnd = lane + size
         var at = lane + LogField.payload
         var consumed = 0
         var badTarget: String?

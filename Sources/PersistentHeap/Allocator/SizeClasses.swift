@@ -8,6 +8,9 @@
 /// beyond what a class gives, are served as extents of whole units.
 struct SizeClass {
     let blockSize: Int
+    /// ⌈2³² / blockSize⌉: `(x * reciprocal) >> 32 == x / blockSize` for every x < 2¹⁸ (runs are
+    /// at most 256 KiB and blocks at most 16 KiB), so lookups avoid a division.
+    let reciprocal: UInt64
     let units: Int
     let blockCount: Int
     let dataOffset: Int
@@ -35,7 +38,7 @@ enum SizeClasses {
     static var count: Int { sizes.count }
 
     /// Class index for each request size rounded up to 16 bytes: `lookup[(size + 15) / 16]`.
-    private static let lookup: [UInt8] = {
+    static let lookup: [UInt8] = {
         var t = [UInt8](repeating: 0, count: maxSmallSize / 16 + 1)
         var c = 0
         for i in 0..<t.count {
@@ -68,8 +71,8 @@ enum SizeClasses {
             let words = (blocks + 63) / 64
             let data = (RunField.bitmap + words * 8 + alignment - 1) / alignment * alignment
             if data + blocks * blockSize <= runBytes {
-                return SizeClass(blockSize: blockSize, units: units, blockCount: blocks, dataOffset: data,
-                                 bitmapWords: words, alignment: alignment)
+                return SizeClass(blockSize: blockSize, reciprocal: ((1 << 32) + UInt64(blockSize) - 1) / UInt64(blockSize),
+                                 units: units, blockCount: blocks, dataOffset: data, bitmapWords: words, alignment: alignment)
             }
             blocks -= 1
         }

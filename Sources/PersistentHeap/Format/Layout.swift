@@ -90,15 +90,21 @@ enum ShutdownState {
 ///
 ///     bits  0..<8   kind (UnitKind)
 ///     bits  8..<16  size class (runs)
-///     bits 16..<56  length of the extent in units
-///     bits 56..<64  check byte (detects garbage in a walked entry)
+///     bits 16..<55  length of the extent in units
+///     bit  55       FULL hint (runs): the run had no free block when a lane last gave it up.
+///                   Advisory, outside the check byte: set and cleared without a fence of its
+///                   own. At open, runs hinted full are indexed without reading their pages.
+///     bits 56..<64  check byte over bits 0..<55 (detects garbage in a walked entry)
 struct UnitEntry: Equatable {
     var raw: UInt64
+
+    static let fullHint: UInt64 = 1 << 55
+    private static let checkedBits: UInt64 = 0x007f_ffff_ffff_ffff
 
     init(raw: UInt64) { self.raw = raw }
 
     init(kind: UnitKind, length: Int, sizeClass: Int = 0) {
-        let low = UInt64(kind.rawValue) | UInt64(sizeClass & 0xff) << 8 | (UInt64(length) & 0xff_ffff_ffff) << 16
+        let low = UInt64(kind.rawValue) | UInt64(sizeClass & 0xff) << 8 | (UInt64(length) & 0x7f_ffff_ffff) << 16
         raw = low | UInt64(UnitEntry.check(low)) << 56
     }
 
@@ -108,9 +114,10 @@ struct UnitEntry: Equatable {
 
     var kind: UnitKind? { UnitKind(rawValue: UInt8(truncatingIfNeeded: raw)) }
     var sizeClass: Int { Int((raw >> 8) & 0xff) }
-    var length: Int { Int((raw >> 16) & 0xff_ffff_ffff) }
+    var length: Int { Int((raw >> 16) & 0x7f_ffff_ffff) }
+    var isHintedFull: Bool { raw & UnitEntry.fullHint != 0 }
     var isWellFormed: Bool {
-        kind != nil && kind != UnitKind.none && length > 0 && UInt8(raw >> 56) == UnitEntry.check(raw & 0x00ff_ffff_ffff_ffff)
+        kind != nil && kind != UnitKind.none && length > 0 && UInt8(raw >> 56) == UnitEntry.check(raw & UnitEntry.checkedBits)
     }
 }
 
@@ -139,12 +146,28 @@ enum RunField {
     static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
 }
 
-/// A lane's redo log: a 16-byte header, then entries, inline up to the lane size and
-/// continued in extension blocks for large transactions.
+/// A lane holds three redo logs: two one-line "fast" logs used alternately by allocator
+/// operations of up to three entries (so the retirement of one never stalls the writing of the
+/// next), and a main log for larger records (transactions), continued in extension blocks.
+///
+///     0    fast log 0   (64 bytes: header + 3 entries)
+///     64   fast log 1   (64 bytes)
+///     128  main log     (laneSize - 128 bytes)
+enum LaneLayout {
+    static let fastLogs = [0, 64]
+    static let fastLogSize = 64
+    static let mainLog = 128
+    static let mainLogSize = Format.laneSize - 128
+    /// (offset within the lane, size) of every log of a lane.
+    static let logs = [(0, 64), (64, 64), (128, Format.laneSize - 128)]
+}
+
+/// A redo log: a 16-byte header, then entries up to the log's size, continued in extension
+/// blocks for large transactions (main log only).
 ///
 ///     0   seq       UInt64  order of commit across lanes; 0 = empty or retired
 ///     8   bytes     UInt32  payload bytes (inline + extensions)
-///     12  checksum  UInt32  CRC-32C of (seq, bytes) and the whole payload
+///     12  checksum  UInt32  CRC-32C of seq and bytes (as two UInt64), then the whole payload
 ///     16  payload   entries, 8-byte aligned
 ///
 /// Entry word 0: op (bits 56..<64) | pool offset (bits 0..<56); word 1: operand.
@@ -153,7 +176,6 @@ enum LogField {
     static let bytes = 8
     static let checksum = 12
     static let payload = 16
-    static let inlineCapacity = Format.laneSize - payload
 }
 
 /// Redo-log operations.

@@ -9,7 +9,12 @@
 
 extension Pool {
     /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned.
-    @inline(__always)
+    ///
+    /// `@inline(never)`: Swift 6.3.1 miscompiles this generic typed-throws function when it is
+    /// inlined into the (generic, typed-throws) accessors below and optimized across modules:
+    /// callers saw a spurious, uninitialised `PoolError`. Found by the release `selftest` of
+    /// Benchmarks/pheap-compare, which CI runs.
+    @inline(never)
     func checkedAddress<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> UnsafeMutablePointer<T> {
         try checkOpen()
         let o = Int(truncatingIfNeeded: p.offset)

@@ -8,8 +8,8 @@ extension Pool {
         guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= Format.unitSize else {
             throw PoolError(.invalidArgument, "alignment \(alignment) is not a power of two up to \(Format.unitSize)", path: path)
         }
-        guard n <= Int(header.maxSize) else {
-            throw PoolError(.outOfSpace, "\(n) bytes exceed the pool's maximum size of \(header.maxSize)", path: path)
+        guard n <= maxRequest else {
+            throw PoolError(.outOfSpace, "\(n) bytes exceed the pool's maximum size of \(maxRequest)", path: path)
         }
     }
 
@@ -17,7 +17,7 @@ extension Pool {
     func allocateRaw(_ n: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         try checkWritable()
         try checkRequest(bytes: n, alignment: alignment)
-        if let c = SizeClasses.classIndex(size: n, alignment: alignment) {
+        if let c = heap.classIndex(size: n, alignment: alignment) {
             return try heap.allocateSmall(sizeClass: c, zeroed: zeroed)
         }
         return try heap.allocateExtent(units: Heap.unitsFor(n), zeroed: zeroed)

@@ -42,6 +42,9 @@ public final class Pool: @unchecked Sendable {
     let poolID: UInt64
     let bytes: PoolBytes
     private(set) var header: PoolHeader
+    /// `header.maxSize`, kept apart: reading a field of `header` on the hot path would copy
+    /// the struct (and retain its array and string).
+    let maxRequest: Int
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
     private let closed = Atomic<Bool>(true)
     let rootLock = Mutex<Void>(())
@@ -54,6 +57,7 @@ public final class Pool: @unchecked Sendable {
         self.path = path
         self.mapping = mapping
         self.header = header
+        maxRequest = Int(header.maxSize)
         isReadOnly = readOnly
         poolID = PoolIdentity.make()
         bytes = PoolBytes(base: mapping.base)

@@ -1,0 +1,4 @@
+import Benchmark
+import PersistentHeap
+
+let benchmarks: @Sendable () -> Void = {}

@@ -1,0 +1,36 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Benchmarks live in their own package so the library's users never build them.
+//   swift package benchmark          ordo-one/benchmark suites (instructions, syscalls, mallocs)
+//   ./compare [--json]               PersistentHeap vs PMDK libpmemobj vs glibc, side by side
+// A path dependency is identified by its directory name, which depends on where the
+// repository was cloned: derive it.
+let root = String(Context.packageDirectory.split(separator: "/").dropLast().last ?? "main").lowercased()
+
+let package = Package(
+    name: "PersistentHeapBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: "../"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The PersistentHeap side of ./compare (same workloads and JSON as pmdk/pmdk_bench.c).
+        .executableTarget(
+            name: "pheap-compare",
+            dependencies: [.product(name: "PersistentHeap", package: root)],
+            path: "Sources/pheap-compare"
+        ),
+        .executableTarget(
+            name: "AllocatorBenchmarks",
+            dependencies: [
+                .product(name: "PersistentHeap", package: root),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/AllocatorBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -263,6 +263,24 @@ struct AllocatorTests {
         try reopened.close()
     }
 
+    @Test("shrink dissolves empty runs and gives back everything past the last live block")
+    func shrinkAfterSmallObjects() throws {
+        let pool = try Pool.createSimulated(size: 1 << 20, layout: "s", options: PoolOptions(maxSize: 16 << 20, growthStep: 1 << 20))
+        var ptrs: [PRawPointer] = []
+        for i in 0..<20_000 { ptrs.append(try pool.allocate(bytes: [32, 200, 1000][i % 3])) }
+        #expect(pool.size > 1 << 20)
+        let keep = ptrs[0]
+        for p in ptrs.dropFirst() { try pool.free(p) }
+        let before = pool.size
+        let released = try pool.shrink()
+        #expect(released > 0 && pool.size == before - released)
+        #expect(pool.size < 512 << 10, "only the run holding the one live block and metadata remain (\(pool.size))")
+        #expect(pool.isAllocated(keep))
+        let report = try pool.check()
+        #expect(report.isConsistent, "\(report.findings)")
+        #expect(report.stats.runs == 1)
+    }
+
     @Test("stats count objects per size class, allocated and free bytes")
     func stats() throws {
         let pool = try fixedPool()

@@ -47,19 +47,22 @@ func renderTable(path: String) {
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
     func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
     print(pad("workload", 20) + pad("system", 15) + lpad("ns/op", 10) + lpad("fences/op", 11) + lpad("lines/op", 10)
-          + lpad("B/object", 10) + lpad("open ms", 9) + lpad("vs pmdk", 9))
+          + lpad("B/object", 10) + lpad("open ms", 9) + lpad("vs pmdk", 9) + lpad("vs glibc", 10))
     var seen: [String] = []
     for r in rows where !seen.contains(r["workload"]!) { seen.append(r["workload"]!) }
     for w in seen {
         let group = rows.filter { $0["workload"] == w }
         let pmdk = group.first { $0["system"] == "pmdk" }.flatMap { num($0, "ns_per_op") }
+        let glibc = group.first { $0["system"] == "glibc" }.flatMap { num($0, "ns_per_op") }
         for r in group {
             let ns = num(r, "ns_per_op") ?? 0
-            var ratio = ""
-            if let pmdk, r["system"] != "pmdk", ns > 0 { ratio = fmt(pmdk / ns, 2) + "x" }
+            var ratio = "", slower = ""
+            // "vs pmdk": how many times faster than PMDK; "vs glibc": how many times slower.
+            if let pmdk, r["system"] != "pmdk", r["system"] != "glibc", ns > 0 { ratio = fmt(pmdk / ns, 2) + "x" }
+            if let glibc, r["system"] != "glibc", glibc > 0 { slower = fmt(ns / glibc, 2) + "x" }
             print(pad(w, 20) + pad(r["system"] ?? "", 15) + lpad(fmt(ns, 1), 10)
                   + lpad(r["fences_per_op"] ?? "", 11) + lpad(r["lines_per_op"] ?? "", 10)
-                  + lpad(r["bytes_per_object"] ?? "", 10) + lpad(r["open_ms"] ?? "", 9) + lpad(ratio, 9))
+                  + lpad(r["bytes_per_object"] ?? "", 10) + lpad(r["open_ms"] ?? "", 9) + lpad(ratio, 9) + lpad(slower, 10))
         }
     }
 }

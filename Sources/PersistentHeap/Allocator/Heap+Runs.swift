@@ -253,6 +253,38 @@ extension Heap {
         return a
     }
 
+    /// Turns every unowned, entirely free run back into free extents (before a shrink).
+    /// Returns the number of runs dissolved.
+    @discardableResult
+    func dissolveEmptyRuns() -> Int {
+        var dissolved = 0
+        for c in 0..<classCount {
+            let g = geometry[c]
+            lockClass(c)
+            var empty: [Int] = []
+            for k in 0..<classHeaps[c].count {
+                let r = Int(classHeaps[c][k])
+                let i = info(r)
+                if ph_atomic_load_i32(i.owner) == 0 && Int(ph_atomic_load_i32(i.freeCount)) == g.blockCount { empty.append(r) }
+            }
+            for r in empty {
+                classHeaps[c].remove(UInt32(r), positions: positions)
+                info(r).kind = .retiring
+            }
+            unlockClass(c)
+            guard !empty.isEmpty else { continue }
+            lockExtents()
+            for r in empty {
+                commitEntry(r, UnitEntry(kind: .free, length: g.units))
+                info(r).clear()
+                releaseExtentVolatile(r, length: g.units)
+            }
+            unlockExtents()
+            dissolved += empty.count
+        }
+        return dissolved
+    }
+
     /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
     func releaseLaneRuns(_ lane: Int) {
         for c in 0..<SizeClasses.count {

@@ -178,6 +178,9 @@ extension Pool {
     @discardableResult
     public func shrink() throws(PoolError) -> Int {
         try checkWritable()
+        // The calling thread's runs become unowned, so empty ones can be dissolved too.
+        heap.releaseLaneRuns(heap.currentLane())
+        heap.dissolveEmptyRuns()
         return try heap.shrinkTail()
     }
 }

@@ -16,11 +16,14 @@ public struct WorkloadRoot: BitwiseCopyable {
 public struct LinkWorkload {
     public let slots: Int
     public let maxSize: Int
+    /// Percentage of objects above 16 KiB (extents rather than run blocks).
+    public let largePercent: Int
     public var rng: RepeatableRandomNumberGenerator
 
-    public init(seed: UInt64, slots: Int = 64, maxSize: Int = 40_000) {
+    public init(seed: UInt64, slots: Int = 64, maxSize: Int = 40_000, largePercent: Int = 5) {
         self.slots = slots
         self.maxSize = maxSize
+        self.largePercent = largePercent
         rng = RepeatableRandomNumberGenerator(seed: seed)
     }
 
@@ -43,8 +46,8 @@ public struct LinkWorkload {
 
     mutating func size() -> Int {
         let r = Int.random(in: 0..<100, using: &rng)
-        let upper = r < 80 ? 512 : (r < 95 ? 16384 : maxSize)
-        return Int.random(in: 16...max(16, upper), using: &rng)
+        if r < largePercent { return Int.random(in: 16385...max(16385, maxSize), using: &rng) }
+        return Int.random(in: 16...(r < 80 ? 512 : 16384), using: &rng)
     }
 
     /// Runs one random operation. Returns a short description.

@@ -4,6 +4,7 @@
 //   pheap-crash-helper hold PATH LAYOUT          open the pool, print READY, wait forever
 //   pheap-crash-helper counter PATH              loop: root.count += 1, persist, print "PERSISTED n"
 //   pheap-crash-helper workload PATH SEED [OPS]  random allocate/free/link workload (see Workload.swift)
+//   pheap-crash-helper transfers PATH SEED       transactions between accounts, "TX n" after each
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,6 +53,8 @@ do {
             try pool.store(n * 7, at: root.field(\.check))
             say("PERSISTED \(n)")
         }
+    case "transfers":
+        try runTransfers(path: args[2], seed: args.count > 3 ? UInt64(args[3]) ?? 1 : 1)
     case "workload":
         guard args.count >= 4, let seed = UInt64(args[3]) else { die("workload PATH SEED [OPS]") }
         let ops = args.count > 4 ? Int(args[4]) ?? Int.max : Int.max

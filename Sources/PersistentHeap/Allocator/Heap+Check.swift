@@ -160,7 +160,12 @@ extension Heap {
             }
         }
 
-        // 6. The root slot.
+        // 6. Lanes' extension slots are empty outside a commit.
+        for lane in 0..<laneCount where bytes.u64(laneLogOffset(lane) + LaneLayout.extensionSlot) != 0 {
+            note("lane \(lane): a log extension block is still linked")
+        }
+
+        // 7. The root slot.
         let root = Int(bytes.u64(rootSlot))
         if root != 0 && (try? locate(root)) == nil { note("the root slot holds \(root), which is not a live allocation") }
 

@@ -13,8 +13,16 @@ import CPersistentHeap
 /// An allocation chosen but not yet made durable.
 enum PendingAllocation {
     case small(BlockSlot, sizeClass: Int)
-    /// A large object at `unit` of `units` units; the extent lock is held until it is published.
-    case large(unit: Int, units: Int)
+    /// A large object at `unit` of `units` units, split from a free extent of `extentUnits`
+    /// (the rest becomes a free extent by the same log); the extent lock is held until it is
+    /// published.
+    case large(unit: Int, units: Int, extentUnits: Int)
+
+    /// Log entries `Heap.appendAllocate` writes for it.
+    var entries: Int {
+        if case .large(_, let n, let l) = self { return l > n ? 2 : 1 }
+        return 1
+    }
 }
 
 extension Heap {
@@ -32,8 +40,10 @@ extension Heap {
         lockExtents()
         do throws(PoolError) {
             let (a, length) = try takeFree(n)
-            _ = splitRemainder(start: a, taken: n, length: length)
-            return (.large(unit: a, units: n), unitOffset(a))
+            // The remainder's entry is written by the log (not pre-written): a pre-write
+            // flushed under the log's own fence could be missing when the log is replayed.
+            if length > n { insertFree(a + n, length: length - n, punched: false) }
+            return (.large(unit: a, units: n, extentUnits: length), unitOffset(a))
         } catch {
             unlockExtents()
             throw error
@@ -46,7 +56,8 @@ extension Heap {
         switch p {
         case .small(let s, _):
             log.append(.or64, offset: bitmapWordOffset(run: s.run, word: s.word), operand: s.mask)
-        case .large(let u, let n):
+        case .large(let u, let n, let l):
+            if l > n { log.append(.write8, offset: tableEntryOffset(u + n), operand: UnitEntry(kind: .free, length: l - n).raw) }
             log.append(.write8, offset: tableEntryOffset(u), operand: UnitEntry(kind: .used, length: n).raw)
         }
     }
@@ -54,7 +65,7 @@ extension Heap {
     /// Volatile bookkeeping once `p` is durable, and the extent lock released for large objects.
     @inline(__always)
     func finishPublished(_ p: PendingAllocation) {
-        if case .large(let u, let n) = p {
+        if case .large(let u, let n, _) = p {
             noteUsed(u, length: n)
             unlockExtents()
         }
@@ -65,8 +76,9 @@ extension Heap {
         switch p {
         case .small(let s, _):
             unreserveBlock(s)
-        case .large(let u, let n):
-            releaseExtentVolatileNoPunch(u, length: n)
+        case .large(let u, let n, let l):
+            if l > n { removeFree(u + n); info(u + n).clear() }
+            releaseExtentVolatileNoPunch(u, length: l)
             unlockExtents()
         }
     }
@@ -119,12 +131,19 @@ extension Heap {
         }
     }
 
-    /// Checks that `slot` can hold a persistent pointer written by the allocator.
+    /// Checks that `slot` can hold a persistent pointer written by the allocator: in the heap,
+    /// the root slot, or (internal use) a lane's extension slot.
     @inline(__always)
     func validateSlot(_ slot: Int) throws(PoolError) {
-        guard slot & 7 == 0, isSlotRange(slot, count: 8) else {
+        guard slot & 7 == 0, isSlotRange(slot, count: 8) || isExtensionSlot(slot) else {
             throw PoolError(.invalidPointer, "slot offset \(slot) is not an 8-byte aligned location in the heap or the root slot")
         }
+    }
+
+    @inline(__always)
+    func isExtensionSlot(_ slot: Int) -> Bool {
+        let rel = slot - laneOffset
+        return rel >= 0 && rel < lanes.count * Format.laneSize && rel % Format.laneSize == LaneLayout.extensionSlot
     }
 
     /// Commits, applies and retires `log` in `lane` (fence 1, fence 2, deferred retirement).
@@ -145,13 +164,14 @@ extension Heap {
         let usable: Int
         switch pending {
         case .small(_, let c): usable = geometry[c].blockSize
-        case .large(_, let n): usable = n << Format.unitShift
+        case .large(_, let n, _): usable = n << Format.unitShift
         }
         if zeroed { bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable) }
         if let initialize { initialize(bytes.pointer(x), usable) }
         let written = zeroed ? usable : size
-        var log = fastLog(lane)
-        if zeroed || initialize != nil {
+        let initialized = zeroed || initialize != nil
+        var log = 1 + pending.entries + (initialized ? 1 : 0) <= 3 ? fastLog(lane) : mainLog(lane)
+        if initialized {
             persistence.flush(bytes.pointer(x), count: written)
             log.appendVerify(offset: x, count: written)
         }
@@ -200,7 +220,7 @@ extension Heap {
         let newUsable: Int
         switch pending {
         case .small(_, let c): newUsable = geometry[c].blockSize
-        case .large(_, let n): newUsable = n << Format.unitShift
+        case .large(_, let n, _): newUsable = n << Format.unitShift
         }
         let keep = min(oldSize, newUsable)
         bytes.pointer(y).copyMemory(from: bytes.pointer(x), byteCount: keep)

@@ -55,4 +55,20 @@ extension Heap {
         if retired { persistence.drain() }
         return report
     }
+
+    /// After recovery and the walk: frees the log extension block a crashed transaction may
+    /// have left linked from its lane (an invalid value is cleared).
+    func freeLeftoverExtensions(laneCount: Int) throws(PoolError) {
+        for lane in 0..<laneCount {
+            let slot = laneLogOffset(lane) + LaneLayout.extensionSlot
+            let x = Int(bytes.u64(slot))
+            guard x != 0 else { continue }
+            if (try? locate(x)) != nil {
+                try freeLinked(slot: slot)
+            } else {
+                bytes.atomicStore(slot, 0)
+                persistence.persist(bytes.pointer(slot), count: 8)
+            }
+        }
+    }
 }

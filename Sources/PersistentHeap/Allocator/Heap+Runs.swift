@@ -68,9 +68,11 @@ extension Heap {
         guard ph_atomic_load_i32(i.freeCount) > 0 else { return nil }
         let words = bytes.words(unitOffset(r) + RunField.bitmap)
         let count = geometry[c].bitmapWords
+        let pinned = i.flags & UnitInfo.pinnedFlag != 0
         var w = Int(hint.pointee)
         for _ in 0..<count {
-            let v = ph_atomic_load_relaxed_u64(words + w)
+            var v = ph_atomic_load_relaxed_u64(words + w)
+            if pinned { v |= reservedBits(run: r, word: w, lane: (hint - laneHints) / classCount) }
             if v != ~0 {
                 hint.pointee = UInt32(w)
                 return BlockSlot(run: r, word: w, bit: (~v).trailingZeroBitCount)
@@ -179,7 +181,7 @@ extension Heap {
         }
         if positions[r] != 0 && nowFree < geometry[c].blockCount { return }
         lockClass(c)
-        guard i.kind == .run, ph_atomic_load_i32(i.owner) == 0 else { unlockClass(c); return }
+        guard i.kind == .run, ph_atomic_load_i32(i.owner) == 0, i.flags & UnitInfo.pinnedFlag == 0 else { unlockClass(c); return }
         if positions[r] == 0 && ph_atomic_load_i32(i.freeCount) > 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
@@ -191,6 +193,7 @@ extension Heap {
         lockClass(c)
         let i = info(r)
         ph_atomic_store_i32(i.owner, 0)
+        if i.flags & UnitInfo.pinnedFlag != 0 { unlockClass(c); return } // back when unpinned
         if ph_atomic_load_i32(i.freeCount) == 0 { setFullHint(r) }
         if ph_atomic_load_i32(i.freeCount) > 0 && positions[r] == 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)

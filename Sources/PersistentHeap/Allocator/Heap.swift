@@ -53,6 +53,8 @@ final class Heap: @unchecked Sendable {
     let laneToggle: UnsafeMutablePointer<UInt8>
     /// Per lane and class: the first bitmap word of the lane's run that may hold a free bit.
     let laneHints: UnsafeMutablePointer<UInt32>
+    /// Per lane: unpublished small-block reservations (transactions).
+    let reservationLists: UnsafeMutablePointer<LaneReservations>
 
     // Extents.
     static let bucketCount = 72
@@ -105,6 +107,8 @@ final class Heap: @unchecked Sendable {
         laneToggle.initialize(repeating: 0, count: lanes.count)
         laneHints = .allocate(capacity: lanes.count * classes)
         laneHints.initialize(repeating: 0, count: lanes.count * classes)
+        reservationLists = .allocate(capacity: lanes.count)
+        reservationLists.initialize(repeating: LaneReservations(), count: lanes.count)
         extentLock = .allocate(capacity: Heap.lockStride)
         extentLock.initialize(repeating: 0, count: Heap.lockStride)
         buckets = .allocate(capacity: Heap.bucketCount)
@@ -120,6 +124,8 @@ final class Heap: @unchecked Sendable {
         laneRuns.deallocate()
         laneToggle.deallocate()
         laneHints.deallocate()
+        reservationLists.deinitialize(count: lanes.count)
+        reservationLists.deallocate()
         for b in 0..<Heap.bucketCount { buckets[b].deallocate() }
         buckets.deallocate()
         extentLock.deallocate()
@@ -166,9 +172,11 @@ final class Heap: @unchecked Sendable {
     /// End of the pool in bytes.
     var poolEnd: Int { heapOffset + units << Format.unitShift }
 
-    /// Regions a redo log may write: the state page, the unit table and the heap.
-    var writableRegions: [Range<Int>] {
-        [Format.statePageOffset..<(Format.statePageOffset + Format.page), tableOffset..<poolEnd]
+    /// Where a redo log may write: the state page, the unit table, the heap, and the lanes'
+    /// extension slots (nothing else of the lanes, nor the headers).
+    var writableRegions: WritableRegions {
+        WritableRegions(ranges: [Format.statePageOffset..<(Format.statePageOffset + Format.page), tableOffset..<poolEnd],
+                        laneOffset: laneOffset, laneCount: lanes.count)
     }
 
     /// Whether `offset..<offset+count` is a place a persistent slot may live: the state page or the heap.
@@ -298,7 +306,8 @@ final class Heap: @unchecked Sendable {
         let free = geometry[c].blockCount - usedBlocks
         _ = ph_atomic_add_i32(i.freeCount, Int32(free))
         i.flags &= ~UnitInfo.unloadedFlag
-        if ph_atomic_load_i32(i.freeCount) > 0 && ph_atomic_load_i32(i.owner) == 0 && positions[r] == 0 {
+        if ph_atomic_load_i32(i.freeCount) > 0 && ph_atomic_load_i32(i.owner) == 0 && positions[r] == 0
+            && i.flags & UnitInfo.pinnedFlag == 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
     }
@@ -367,4 +376,18 @@ final class Heap: @unchecked Sendable {
 struct UncheckedSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// The byte ranges redo-log entries may target (validated before any replay).
+struct WritableRegions {
+    let ranges: [Range<Int>]
+    let laneOffset: Int
+    let laneCount: Int
+
+    func contains(_ offset: Int, count n: Int) -> Bool {
+        guard n >= 0 else { return false }
+        if ranges.contains(where: { $0.lowerBound <= offset && offset + n <= $0.upperBound }) { return true }
+        let rel = offset - laneOffset
+        return n == 8 && rel >= 0 && rel < laneCount * Format.laneSize && rel % Format.laneSize == LaneLayout.extensionSlot
+    }
 }

@@ -29,6 +29,9 @@ enum VolatileKind: UInt8 {
     case run = 3
     /// A run being turned back into a free extent: frees into it are refused.
     case retiring = 4
+    /// A free extent reserved by a transaction: persistently its own FREE extent, volatilely
+    /// out of every index until the transaction publishes or cancels it.
+    case reserved = 5
 }
 
 /// Volatile information about the extent that starts at a unit (16 bytes per unit, in a lazily
@@ -38,7 +41,9 @@ enum VolatileKind: UInt8 {
 ///     0  kind       UInt8 (VolatileKind)
 ///     1  sizeClass  UInt8  (runs)
 ///     2  flags      UInt8  bit 0: the extent's storage was punched out of the file;
-///                          bit 1: a run indexed from its FULL hint, header and bitmap not read yet
+///                          bit 1: a run indexed from its FULL hint, header and bitmap not read yet;
+///                          bit 2: the owning lane holds unpublished reservations in this run
+///                                 (it must not go to another lane meanwhile)
 ///     4  length     UInt32 units
 ///     8  freeCount  Int32  free blocks (runs; atomic)
 ///     12 owner      Int32  lane + 1 owning the run, 0 = none (atomic)
@@ -48,6 +53,7 @@ struct UnitInfo {
     static let stride = 16
     static let punchedFlag: UInt8 = 1
     static let unloadedFlag: UInt8 = 2
+    static let pinnedFlag: UInt8 = 4
 
     @inline(__always) var kind: VolatileKind {
         get { VolatileKind(rawValue: p.load(as: UInt8.self)) ?? .none }

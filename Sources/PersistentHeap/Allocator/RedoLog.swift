@@ -262,13 +262,13 @@ struct RedoLog {
     /// torn (its structure or checksum does not hold: its fence never completed). Throws
     /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
     /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
-    static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: [Range<Int>]) throws(PoolError) -> Found? {
+    static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) throws(PoolError) -> Found? {
         let seq = bytes.u64(lane + LogField.seq)
         guard seq != 0 else { return nil }
         let total = Int(bytes.u32(lane + LogField.bytes))
         guard total > 0, total <= maxTotal else { return nil }
         func inside(_ lo: Int, _ n: Int) -> Bool {
-            n >= 0 && allowed.contains { $0.lowerBound <= lo && lo + n <= $0.upperBound }
+            allowed.contains(lo, count: n)
         }
         var crc = headerCRC(seq: seq, total: total)
         var segmentEnd = lane + size

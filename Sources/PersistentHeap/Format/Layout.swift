@@ -150,16 +150,19 @@ enum RunField {
 /// operations of up to three entries (so the retirement of one never stalls the writing of the
 /// next), and a main log for larger records (transactions), continued in extension blocks.
 ///
-///     0    fast log 0   (64 bytes: header + 3 entries)
-///     64   fast log 1   (64 bytes)
-///     128  main log     (laneSize - 128 bytes)
+///     0    fast log 0        (64 bytes: header + 3 entries)
+///     64   fast log 1        (64 bytes)
+///     128  extension slot    UInt64: a log extension block of the running transaction, or 0
+///     136  reserved          (56 bytes)
+///     192  main log          (laneSize - 192 bytes)
 enum LaneLayout {
     static let fastLogs = [0, 64]
     static let fastLogSize = 64
-    static let mainLog = 128
-    static let mainLogSize = Format.laneSize - 128
+    static let extensionSlot = 128
+    static let mainLog = 192
+    static let mainLogSize = Format.laneSize - 192
     /// (offset within the lane, size) of every log of a lane.
-    static let logs = [(0, 64), (64, 64), (128, Format.laneSize - 128)]
+    static let logs = [(0, 64), (64, 64), (192, Format.laneSize - 192)]
 }
 
 /// A redo log: a 16-byte header, then entries up to the log's size, continued in extension

@@ -8,6 +8,15 @@
 //   unsafeAddress(of:)                unchecked: the hot-path door
 
 extension Pool {
+    /// Direct writes inside a transaction of the same thread would bypass it (and be lost or
+    /// overwritten at commit): they are refused.
+    @inline(__always)
+    func checkNoTransaction() throws(PoolError) {
+        if let ctx = txContexts[heap.currentLane()], ctx.active {
+            throw PoolError(.transactionMisuse, "direct write inside a transaction: write through the transaction (tx.write / tx.update)", path: path)
+        }
+    }
+
     /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned.
     ///
     /// `@inline(never)`: Swift 6.3.1 miscompiles this generic typed-throws function when it is
@@ -40,6 +49,7 @@ extension Pool {
     ///   cache lines updated and others not. Use a transaction for atomic multi-word updates.
     public func store<T>(_ value: T, at p: PPointer<T>) throws(PoolError) {
         try checkWritable()
+        try checkNoTransaction()
         let a = try checkedAddress(p)
         a.pointee = value
         persistence.persist(a, count: MemoryLayout<T>.size)
@@ -49,6 +59,7 @@ extension Pool {
     /// - Note: Not failure-atomic beyond 8 bytes (see ``store(_:at:)``).
     public func withMutable<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
         try checkWritable()
+        try checkNoTransaction()
         let a = try checkedAddress(p)
         defer { persistence.persist(a, count: MemoryLayout<T>.size) }
         return try body(&a.pointee)

@@ -33,6 +33,8 @@ public final class Pool: @unchecked Sendable {
     public let repairedHeader: Bool
     /// What recovery found at open: redo logs that were valid, and how many had not fully taken effect.
     public let recoveredOperations: Int
+    /// This session's number (the count of read-write opens); persistent mutexes compare against it.
+    private(set) var session: UInt64 = 0
 
     let mapping: PoolMapping
     /// The persistence layer of this pool.
@@ -47,6 +49,8 @@ public final class Pool: @unchecked Sendable {
     let maxRequest: Int
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
     private let closed = Atomic<Bool>(true)
+    /// Per lane: the lane's transaction state (created on first use, touched only by the lane's thread).
+    let txContexts: UnsafeMutablePointer<TransactionContext?>
     let rootLock = Mutex<Void>(())
 
     /// The simulated media (tests), or nil for a file pool.
@@ -62,6 +66,8 @@ public final class Pool: @unchecked Sendable {
         poolID = PoolIdentity.make()
         bytes = PoolBytes(base: mapping.base)
         lanes = LaneTable(count: Int(header.laneCount))
+        txContexts = .allocate(capacity: Int(header.laneCount))
+        txContexts.initialize(repeating: nil, count: Int(header.laneCount))
         persistence = Persistence(domain: domain, base: mapping.base, media: media, deferredSlots: Int(header.laneCount))
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
 
@@ -80,11 +86,13 @@ public final class Pool: @unchecked Sendable {
             case .primary: writeHeaderCopy(at: Format.primaryHeaderOffset)
             case .backup: writeHeaderCopy(at: Format.backupHeaderOffset)
             }
+            try heap.freeLeftoverExtensions(laneCount: Int(header.laneCount))
             // Dirty until close(): a crash from here on is detected at the next open.
             bytes.atomicStore(StateField.shutdown, ShutdownState.dirty)
             bytes.atomicStore(StateField.session, bytes.u64(StateField.session) &+ 1)
             persistence.persist(bytes.pointer(Format.statePageOffset), count: 16)
         }
+        session = bytes.u64(StateField.session)
         installCallbacks()
         LaneRegistry.register(poolID, lanes)
         lanes.onRelease = { [heap, persistence] lane in
@@ -97,6 +105,8 @@ public final class Pool: @unchecked Sendable {
 
     deinit {
         if !closed.load(ordering: .acquiring) { try? close() }
+        txContexts.deinitialize(count: lanes.count)
+        txContexts.deallocate()
     }
 
     // MARK: Creating

@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPersistentHeap
+
+/// A mutex that lives inside persistent objects (8 bytes), for isolating threads that change
+/// the same persistent data — transactions give atomicity against crashes, not isolation.
+///
+/// The word holds `session × 2 + locked`, where `session` counts the pool's read-write opens:
+/// a mutex locked in an earlier session (by a process that crashed while holding it) is free in
+/// this one, so a lock held at the moment of a crash never stays held. Locking does not persist
+/// anything: the state is meaningless after the session ends.
+///
+/// ```swift
+/// struct Account: BitwiseCopyable { var lock: PMutex; var balance: Int }
+/// try pool.withLock(account.field(\.lock)) {
+///     try pool.transaction { tx in try tx.update(account.field(\.balance)) { $0 += 10 } }
+/// }
+/// ```
+@frozen
+public struct PMutex: BitwiseCopyable, Sendable {
+    /// The raw lock word.
+    public var word: UInt64
+    /// An unlocked mutex (also what zeroed memory holds).
+    public init() { word = 0 }
+}
+
+extension Pool {
+    private func mutexWord(_ m: PPointer<PMutex>) throws(PoolError) -> UnsafeMutablePointer<UInt64> {
+        try checkWritable()
+        return UnsafeMutableRawPointer(try checkedAddress(m)).assumingMemoryBound(to: UInt64.self)
+    }
+
+    /// Takes the mutex at `m` if it is free; returns whether it did.
+    public func tryLock(_ m: PPointer<PMutex>) throws(PoolError) -> Bool {
+        let w = try mutexWord(m)
+        let v = ph_atomic_load_u64(w)
+        let held = v >> 1 == session && v & 1 == 1
+        return !held && ph_atomic_cas_u64(w, v, session << 1 | 1) != 0
+    }
+
+    /// Takes the mutex at `m`, waiting while another thread holds it.
+    public func lock(_ m: PPointer<PMutex>) throws(PoolError) {
+        var spins = 0
+        while try !tryLock(m) {
+            spins += 1
+            if spins < 64 { ph_pause() } else if spins < 1000 { sched_yield() } else { usleep(50) }
+        }
+    }
+
+    /// Releases the mutex at `m` (held by the caller).
+    public func unlock(_ m: PPointer<PMutex>) throws(PoolError) {
+        let w = try mutexWord(m)
+        ph_atomic_store_u64(w, session << 1)
+    }
+
+    /// Runs `body` holding the mutex at `m`.
+    public func withLock<R>(_ m: PPointer<PMutex>, _ body: () throws -> R) throws -> R {
+        try lock(m)
+        defer { try? unlock(m) }
+        return try body()
+    }
+}

@@ -1,0 +1,234 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The state of a lane's transactions, reused from one transaction to the next.
+final class TransactionContext: @unchecked Sendable {
+    let lane: Int
+    /// Incremented at each outermost begin: a `Transaction` from an earlier one is stale.
+    var generation: UInt64 = 0
+    var active = false
+    var depth = 0
+    var thread = pthread_t()
+    var writeSet = WriteSet()
+    /// Reserved large extents (start units).
+    var extents: [Int] = []
+    /// Blocks to free at commit.
+    var frees: [BlockLocation] = []
+    var freeOffsets: Set<Int> = []
+    /// In-place initialised ranges of new blocks (zeroed): `verify` entries at commit.
+    var verifies: [(offset: Int, count: Int)] = []
+    /// The error of a nested transaction that failed: the outermost one must abort.
+    var doom: (any Error)?
+
+    init(lane: Int) { self.lane = lane }
+
+    deinit { writeSet.deallocate() }
+
+    var hasWork: Bool { !writeSet.isEmpty || !extents.isEmpty || !frees.isEmpty || !verifies.isEmpty }
+
+    func reset() {
+        writeSet.reset()
+        extents.removeAll(keepingCapacity: true)
+        frees.removeAll(keepingCapacity: true)
+        freeOffsets.removeAll(keepingCapacity: true)
+        verifies.removeAll(keepingCapacity: true)
+        doom = nil
+        depth = 0
+        active = false
+    }
+}
+
+/// A failure-atomic transaction, passed to the body of ``Pool/transaction(_:)``.
+///
+/// Changes made through it — ``write(_:to:)``, ``update(_:_:)``, ``withMutableBytes(of:count:_:)``,
+/// ``allocate(_:count:zeroed:)``, ``free(_:)`` — take effect all together when the transaction
+/// commits, or not at all. Reads through it (``read(_:)``) see its own writes.
+///
+/// Writes go to a shadow copy until commit (redo logging), so memory read *directly* (for
+/// example through ``Pool/unsafeAddress(of:)-(PPointer<T>)``) does not show them before the
+/// transaction commits. A `Transaction` is valid only inside the body it was given to, and only
+/// on that thread; using it elsewhere throws ``PoolError/Code/transactionMisuse``.
+public struct Transaction {
+    let pool: Pool
+    let context: TransactionContext
+    let generation: UInt64
+
+    @inline(__always)
+    func live() throws(PoolError) -> TransactionContext {
+        guard context.active && context.generation == generation else {
+            throw PoolError(.transactionMisuse, "this transaction has ended; use the one passed to the current transaction body", path: pool.path)
+        }
+        guard pthread_equal(context.thread, pthread_self()) != 0 else {
+            throw PoolError(.transactionMisuse, "a transaction can only be used on the thread that started it", path: pool.path)
+        }
+        return context
+    }
+
+    /// Validates a range a transaction may read or write: the heap, or the root slot.
+    @inline(__always)
+    func range(_ offset: UInt64, _ count: Int) throws(PoolError) -> Int {
+        let o = Int(truncatingIfNeeded: offset)
+        guard offset != 0, count >= 0, pool.heap.isSlotRange(o, count: count) else {
+            throw PoolError(.invalidPointer, "range 0x\(String(offset, radix: 16)) (\(count) bytes) is not inside the heap", path: pool.path)
+        }
+        return o
+    }
+
+    // MARK: Reading and writing
+
+    /// The value at `p` as this transaction sees it (its own writes included).
+    public func read<T>(_ p: PPointer<T>) throws(PoolError) -> T {
+        let ctx = try live()
+        let o = try range(p.offset, MemoryLayout<T>.size)
+        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
+        if ctx.writeSet.isEmpty || !ctx.writeSet.overlaps(o, MemoryLayout<T>.size) {
+            return pool.bytes.pointer(o).load(as: T.self)
+        }
+        return withUnsafeTemporaryAllocation(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment) { buf in
+            ctx.writeSet.read(o, MemoryLayout<T>.size, memory: pool.bytes.base, into: buf.baseAddress!)
+            return buf.baseAddress!.load(as: T.self)
+        }
+    }
+
+    /// Writes `value` to `p` at commit.
+    public func write<T>(_ value: T, to p: PPointer<T>) throws(PoolError) {
+        let ctx = try live()
+        let o = try range(p.offset, MemoryLayout<T>.size)
+        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
+        ctx.writeSet.cover(o, MemoryLayout<T>.size, memory: pool.bytes.base).storeBytes(of: value, as: T.self)
+    }
+
+    /// Runs `body` on the value at `p` (as this transaction sees it); the result is written at commit.
+    ///
+    /// ```swift
+    /// try pool.transaction { tx in
+    ///     try tx.update(from) { $0.balance -= 10 }
+    ///     try tx.update(to) { $0.balance += 10 }
+    /// }
+    /// ```
+    public func update<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
+        let ctx = try live()
+        let o = try range(p.offset, MemoryLayout<T>.size)
+        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
+        let shadow = ctx.writeSet.cover(o, MemoryLayout<T>.size, memory: pool.bytes.base)
+        var value = shadow.loadUnaligned(as: T.self)
+        let result = try body(&value)
+        shadow.storeBytes(of: value, as: T.self)
+        return result
+    }
+
+    /// Snapshots `count` bytes at `p` and lets `body` change them; the bytes are written at commit.
+    /// - Warning: Do not let the buffer escape `body`.
+    public func withMutableBytes<R>(of p: PRawPointer, count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        let ctx = try live()
+        let o = try range(p.offset, count)
+        let shadow = ctx.writeSet.cover(o, count, memory: pool.bytes.base)
+        return try body(UnsafeMutableRawBufferPointer(start: shadow, count: count))
+    }
+
+    /// Adds `count` bytes at `p` to the transaction (their current contents), for later
+    /// changes through ``withMutableBytes(of:count:_:)`` or the typed accessors. A range added
+    /// twice, or overlapping another, is logged once.
+    public func snapshot(_ p: PRawPointer, count: Int) throws(PoolError) {
+        let ctx = try live()
+        _ = ctx.writeSet.cover(try range(p.offset, count), count, memory: pool.bytes.base)
+    }
+
+    /// Adds many ranges at once (see ``snapshot(_:count:)``). No fence is spent per range:
+    /// the whole transaction costs two at commit however many ranges it touches.
+    public func snapshot(_ ranges: [(PRawPointer, Int)]) throws(PoolError) {
+        let ctx = try live()
+        for (p, n) in ranges.sorted(by: { $0.0 < $1.0 }) {
+            _ = ctx.writeSet.cover(try range(p.offset, n), n, memory: pool.bytes.base)
+        }
+    }
+
+    // MARK: Allocation
+
+    /// Allocates `bytes` bytes; the allocation takes effect at commit and is released if the
+    /// transaction aborts. New blocks are zeroed unless `zeroed` is false.
+    public func allocate(bytes n: Int, alignment: Int = 16, zeroed: Bool = true) throws(PoolError) -> PRawPointer {
+        let ctx = try live()
+        try pool.checkRequest(bytes: n, alignment: alignment)
+        let heap = pool.heap
+        let x: Int, usable: Int
+        if let c = heap.classIndex(size: n, alignment: alignment) {
+            let s = try heap.reserveSmall(lane: ctx.lane, sizeClass: c)
+            x = heap.blockOffset(s, heap.geometry[c])
+            usable = heap.geometry[c].blockSize
+        } else {
+            let units = Heap.unitsFor(n)
+            let a = try heap.reserveExtent(units: units)
+            ctx.extents.append(a)
+            x = heap.unitOffset(a)
+            usable = units << Format.unitShift
+        }
+        if zeroed {
+            // In place (the block is free space until commit), flushed, and verified by the log.
+            pool.bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable)
+            pool.persistence.flush(pool.bytes.pointer(x), count: usable)
+            ctx.verifies.append((x, usable))
+        }
+        return PRawPointer(offset: UInt64(x))
+    }
+
+    /// Allocates `count` values of `T` (see ``allocate(bytes:alignment:zeroed:)``).
+    public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int = 1, zeroed: Bool = true) throws(PoolError) -> PPointer<T> {
+        let size = try pool.byteCount(T.self, count)
+        return try allocate(bytes: size, alignment: MemoryLayout<T>.alignment, zeroed: zeroed).assumingType(T.self)
+    }
+
+    /// Allocates a `T` holding `value` and stores its pointer in `slot`, both at commit.
+    public func allocate<T: BitwiseCopyable>(_ value: T, linkedInto slot: PPointer<PPointer<T>>) throws(PoolError) -> PPointer<T> {
+        let p = try allocate(T.self, zeroed: false)
+        try write(value, to: p)
+        try write(p, to: slot)
+        return p
+    }
+
+    /// Frees the block at `p` at commit. Freeing null does nothing; freeing a block allocated in
+    /// this transaction releases it at once.
+    /// - Throws: `invalidFree` when `p` is not a live allocation or was already freed in this transaction.
+    public func free<T>(_ p: PPointer<T>) throws(PoolError) {
+        try free(p.raw)
+    }
+
+    /// Frees the block at `p` at commit (see ``free(_:)-(PPointer<T>)``).
+    public func free(_ p: PRawPointer) throws(PoolError) {
+        let ctx = try live()
+        guard !p.isNull else { return }
+        let x = Int(truncatingIfNeeded: p.offset)
+        let heap = pool.heap
+        // A block allocated by this transaction: cancel its reservation.
+        let list = heap.laneReservations(ctx.lane)
+        if let k = list.pointee.blocks.firstIndex(where: { heap.blockOffset($0, heap.geometry[heap.info($0.run).sizeClass]) == x }) {
+            let s = list.pointee.blocks.remove(at: k)
+            heap.unreserveBlock(s)
+            ctx.verifies.removeAll { $0.offset == x }
+            return
+        }
+        if let k = ctx.extents.firstIndex(where: { heap.unitOffset($0) == x }) {
+            heap.cancelExtent(ctx.extents.remove(at: k))
+            ctx.verifies.removeAll { $0.offset == x }
+            return
+        }
+        guard !ctx.freeOffsets.contains(x) else {
+            throw PoolError(.invalidFree, "offset \(x) is already freed in this transaction", path: pool.path)
+        }
+        ctx.frees.append(try heap.locate(x))
+        ctx.freeOffsets.insert(x)
+    }
+
+    /// Frees the block `slot` points at and sets `slot` to null, both at commit.
+    public func free<T>(linkedFrom slot: PPointer<PPointer<T>>) throws(PoolError) {
+        let p = try read(slot)
+        guard !p.isNull else { return }
+        try free(p)
+        try write(.null, to: slot)
+    }
+
+    private func misaligned<T>(_ offset: UInt64, _: T.Type) -> PoolError {
+        PoolError(.invalidPointer, "pointer 0x\(String(offset, radix: 16)) is not aligned to \(MemoryLayout<T>.alignment) for \(T.self)", path: pool.path)
+    }
+}

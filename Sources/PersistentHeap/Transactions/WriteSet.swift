@@ -1,0 +1,114 @@
+/// The volatile write set of a transaction: shadow copies of the persistent ranges it writes.
+///
+/// Ranges are kept sorted by pool offset and never overlap: covering a range that touches
+/// existing ones merges them into one (so a range snapshotted twice is logged once). Shadow
+/// bytes live in an arena of chunks that never move, so a pointer handed to a closure stays
+/// valid for the closure's duration.
+///
+///     invariant: ranges[i].offset + ranges[i].count < ranges[i + 1].offset
+///
+/// - Complexity: covering a range is O(log r + bytes copied) plus O(r) when ranges merge.
+struct WriteSet {
+    struct Range {
+        var offset: Int
+        var count: Int
+        var shadow: UnsafeMutableRawPointer
+    }
+
+    private(set) var ranges: [Range] = []
+    private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
+    private var chunkUsed = 0
+    private static let chunkSize = 64 << 10
+
+    var isEmpty: Bool { ranges.isEmpty }
+
+    /// Bytes of shadow data.
+    var byteCount: Int { ranges.reduce(0) { $0 + $1.count } }
+
+    /// Forgets every range, keeping the first chunk for the next transaction.
+    mutating func reset() {
+        ranges.removeAll(keepingCapacity: true)
+        if chunks.count > 1 {
+            for c in chunks.dropFirst() { c.base.deallocate() }
+            chunks.removeSubrange(1...)
+        }
+        chunkUsed = 0
+    }
+
+    /// Frees all memory.
+    mutating func deallocate() {
+        for c in chunks { c.base.deallocate() }
+        chunks.removeAll()
+        ranges.removeAll()
+    }
+
+    private mutating func allocate(_ n: Int) -> UnsafeMutableRawPointer {
+        let size = (n + 15) & ~15
+        if let last = chunks.last, chunkUsed + size <= last.size {
+            defer { chunkUsed += size }
+            return last.base + chunkUsed
+        }
+        let chunk = max(WriteSet.chunkSize, size)
+        let base = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        chunks.append((base, chunk))
+        chunkUsed = size
+        return base
+    }
+
+    /// Index of the first range that ends after `offset`.
+    private func firstEnding(after offset: Int) -> Int {
+        var lo = 0, hi = ranges.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ranges[mid].offset + ranges[mid].count <= offset { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// Makes `[offset, offset+count)` part of the write set (copying the current bytes of
+    /// `memory` for the parts not yet in it) and returns its shadow.
+    mutating func cover(_ offset: Int, _ count: Int, memory: UnsafeRawPointer) -> UnsafeMutableRawPointer {
+        let end = offset + count
+        var i = firstEnding(after: offset)
+        // Fast path: inside one existing range.
+        if i < ranges.count && ranges[i].offset <= offset && end <= ranges[i].offset + ranges[i].count {
+            return ranges[i].shadow + (offset - ranges[i].offset)
+        }
+        // Merge every range that overlaps or touches [offset, end).
+        if i > 0 && ranges[i - 1].offset + ranges[i - 1].count == offset { i -= 1 }
+        var j = i
+        var lo = offset, hi = end
+        while j < ranges.count && ranges[j].offset <= hi {
+            lo = min(lo, ranges[j].offset)
+            hi = max(hi, ranges[j].offset + ranges[j].count)
+            j += 1
+        }
+        let shadow = allocate(hi - lo)
+        shadow.copyMemory(from: memory + lo, byteCount: hi - lo)
+        for k in i..<j {
+            (shadow + (ranges[k].offset - lo)).copyMemory(from: ranges[k].shadow, byteCount: ranges[k].count)
+        }
+        ranges.replaceSubrange(i..<j, with: [Range(offset: lo, count: hi - lo, shadow: shadow)])
+        return shadow + (offset - lo)
+    }
+
+    /// Copies `[offset, offset+count)` as the transaction sees it (shadow over memory) to `out`.
+    func read(_ offset: Int, _ count: Int, memory: UnsafeRawPointer, into out: UnsafeMutableRawPointer) {
+        out.copyMemory(from: memory + offset, byteCount: count)
+        guard !ranges.isEmpty else { return }
+        let end = offset + count
+        var i = firstEnding(after: offset)
+        while i < ranges.count && ranges[i].offset < end {
+            let r = ranges[i]
+            let lo = max(offset, r.offset), hi = min(end, r.offset + r.count)
+            (out + (lo - offset)).copyMemory(from: r.shadow + (lo - r.offset), byteCount: hi - lo)
+            i += 1
+        }
+    }
+
+    /// Whether any range overlaps `[offset, offset+count)`.
+    func overlaps(_ offset: Int, _ count: Int) -> Bool {
+        let i = firstEnding(after: offset)
+        return i < ranges.count && ranges[i].offset < offset + count
+    }
+}

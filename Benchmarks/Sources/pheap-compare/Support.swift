@@ -76,7 +76,61 @@ extension String {
     }
 }
 
-/// Transaction workloads (tx-*); see the transactions issue.
+/// Transaction workloads, the same as pmdk_bench.c's:
+///   tx-write64          snapshot and write 64 bytes
+///   tx-alloc-link-free  allocate 64 B, link it into the root, free the one it replaces
+///   tx-empty            a transaction that does nothing
+///   tx-16fields         update 16 fields of 8 bytes, one per cache line
 func runTransactionWorkload(_ workload: String, system: String, durability: PoolOptions.Durability) throws {
-    fail("transaction workloads are not implemented yet")
+    struct TxRoot: BitwiseCopyable { var slot: PRawPointer; var fields: PPointer<UInt64> }
+    let path = "\(dir)/pheap-tx.pool"
+    unlink(path)
+    let pool = try Pool.create(path: path, size: 64 << 20, layout: "bench", options: PoolOptions(durability: durability, maxSize: 64 << 20))
+    let root = try pool.root(TxRoot.self)
+    let fields = try pool.allocate(UInt64.self, count: 16 * 8, zeroed: true)
+    try pool.store(fields, at: root.field(\.fields))
+    let slot = root.field(\.slot).cast(to: PPointer<UInt64>.self)
+    var i: UInt64 = 0
+    // Chosen once: a string switch per iteration would be measured too.
+    let kind = ["tx-write64": 0, "tx-alloc-link-free": 1, "tx-empty": 2, "tx-16fields": 3][workload] ?? -1
+    if kind < 0 { fail("unknown workload \(workload)") }
+    func once() throws {
+        i &+= 1
+        let k = i
+        switch kind {
+        case 0:
+            try pool.transaction { tx in
+                try tx.withMutableBytes(of: fields.raw, count: 64) { buf in
+                    for w in 0..<8 { buf.storeBytes(of: k &+ UInt64(w), toByteOffset: w * 8, as: UInt64.self) }
+                }
+            }
+        case 1:
+            try pool.transaction { tx in
+                let old = try tx.read(slot)
+                let fresh = try tx.allocate(UInt64.self, count: 8, zeroed: false)
+                try tx.write(fresh, to: slot)
+                if !old.isNull { try tx.free(old) }
+            }
+        case 2:
+            try pool.transaction { _ in }
+        case 3:
+            try pool.transaction { tx in
+                for f in 0..<16 { try tx.update(fields.advanced(by: f * 8)) { $0 = k &+ UInt64(f) } }
+            }
+        default:
+            break
+        }
+    }
+    let n = workload == "tx-empty" ? 1_000_000 : 100_000
+    for _ in 0..<(n / 10) { try once() }
+    var samples: [Double] = [], fences = 0.0, lines = 0.0
+    for _ in 0..<reps {
+        let (ns, c) = try measure(ops: n) { for _ in 0..<n { try once() } }
+        samples.append(ns)
+        fences += Double(c.fences)
+        lines += Double(c.flushedLines)
+    }
+    emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps))
+    try pool.close()
+    unlink(path)
 }

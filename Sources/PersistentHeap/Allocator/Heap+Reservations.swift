@@ -83,9 +83,7 @@ extension Heap {
             for b in list.pointee.blocks { _ = ph_atomic_add_i32(info(b.run).freeCount, 1) }
         }
         list.pointee.blocks.removeAll(keepingCapacity: true)
-        let runs = list.pointee.pinnedRuns
-        list.pointee.pinnedRuns.removeAll(keepingCapacity: true)
-        for r in runs {
+        for r in list.pointee.pinnedRuns {
             let i = info(r)
             let c = i.sizeClass
             lockClass(c)
@@ -95,12 +93,14 @@ extension Heap {
             }
             unlockClass(c)
         }
+        list.pointee.pinnedRuns.removeAll(keepingCapacity: true)
     }
 
-    /// Appends the entries that set the bits of `blocks` (one entry per bitmap word).
-    func appendSetBits(_ blocks: [BlockSlot], to log: inout RedoLog) {
+    /// Appends the entries that set the bits of `blocks` (one entry per bitmap word; sorts
+    /// `blocks` in place).
+    func appendSetBits(_ sorted: inout [BlockSlot], to log: inout RedoLog) {
         var i = 0
-        let sorted = blocks.sorted { ($0.run, $0.word) < ($1.run, $1.word) }
+        if sorted.count > 1 { sorted.sort { ($0.run, $0.word) < ($1.run, $1.word) } }
         while i < sorted.count {
             var mask = sorted[i].mask
             var j = i + 1

@@ -49,6 +49,9 @@ struct RedoLog {
 
     var isEmpty: Bool { inlineUsed == 0 }
 
+    /// Whether the payload already continues in an extension.
+    var isExtended: Bool { extensions != nil }
+
     /// Room left in the current segment.
     var remaining: Int {
         if let last = extensions?.last { return last.capacity - last.used }

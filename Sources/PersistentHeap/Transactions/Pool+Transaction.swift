@@ -24,7 +24,7 @@ extension Pool {
     /// Whether the calling thread is inside a transaction of this pool.
     public var inTransaction: Bool {
         guard !isClosed else { return false }
-        return txContexts[heap.currentLane()]?.active ?? false
+        return txContexts[heap.currentLane()]?.state.pointee.active ?? false
     }
 
     /// Runs `body` as one failure-atomic transaction and returns its result.
@@ -42,112 +42,123 @@ extension Pool {
     /// - Complexity: two fences at commit, whatever the number of ranges; none for a
     ///   transaction that changed nothing.
     @discardableResult
+    @inlinable
     public func transaction<R>(_ body: (Transaction) throws -> R) throws -> R {
+        // Generic shell, specialised in the caller; the work is in the non-generic core.
+        var result: R?
+        try _runTransaction { tx in result = try body(tx) }
+        return result!
+    }
+
+    /// The non-generic body of ``transaction(_:)``.
+    @usableFromInline
+    func _runTransaction(_ body: (Transaction) throws -> Void) throws {
         try checkWritable()
         let lane = heap.currentLane()
-        let ctx = transactionContext(lane)
-        if ctx.active {
-            ctx.depth += 1
-            defer { ctx.depth -= 1 }
+        let context = transactionContext(lane)
+        let ctx = context.state
+        if ctx.pointee.active {
+            ctx.pointee.depth += 1
+            defer { ctx.pointee.depth -= 1 }
             do {
-                return try body(Transaction(pool: self, context: ctx, generation: ctx.generation))
+                return try body(Transaction(pool: self, context: context, generation: ctx.pointee.generation))
             } catch {
-                if ctx.doom == nil { ctx.doom = error }
+                if ctx.pointee.doom == nil { ctx.pointee.doom = error }
                 throw error
             }
         }
-        ctx.generation &+= 1
-        ctx.active = true
-        ctx.depth = 1
-        ctx.thread = pthread_self()
-        let result: R
+        ctx.pointee.generation &+= 1
+        ctx.pointee.active = true
+        ctx.pointee.depth = 1
+        ctx.pointee.thread = pthread_self()
         do {
-            result = try body(Transaction(pool: self, context: ctx, generation: ctx.generation))
+            try body(Transaction(pool: self, context: context, generation: ctx.pointee.generation))
         } catch {
-            abortTransaction(ctx)
+            abortTransaction(context)
             throw error
         }
-        if let doom = ctx.doom {
-            abortTransaction(ctx)
+        if let doom = ctx.pointee.doom {
+            abortTransaction(context)
             throw doom
         }
-        if ctx.hasWork || !heap.laneReservations(lane).pointee.pinnedRuns.isEmpty {
+        if ctx.pointee.hasWork || !heap.laneReservations(lane).pointee.pinnedRuns.isEmpty {
             do throws(PoolError) {
-                try commitTransaction(ctx)
+                try commitTransaction(context)
             } catch {
-                abortTransaction(ctx)
+                abortTransaction(context)
                 throw error
             }
         }
-        ctx.reset()
-        return result
+        ctx.pointee.reset()
     }
 
-    private func abortTransaction(_ ctx: TransactionContext) {
-        heap.endReservations(lane: ctx.lane, published: false)
-        for a in ctx.extents { heap.cancelExtent(a) }
-        ctx.reset()
+    private func abortTransaction(_ context: TransactionContext) {
+        heap.endReservations(lane: context.lane, published: false)
+        for a in context.state.pointee.extents { heap.cancelExtent(a) }
+        context.state.pointee.reset()
     }
 
-    /// Bytes the commit log of `ctx` takes.
-    private func logBytes(_ ctx: TransactionContext) -> Int {
+    /// Bytes the commit log takes.
+    private func logBytes(_ ctx: TransactionState, lane: Int) -> Int {
         var n = 0
         for r in ctx.writeSet.ranges { n += (r.count == 8 && r.offset & 7 == 0) ? 16 : RedoLog.bytesEntrySize(r.count) }
-        n += 16 * (ctx.verifies.count + heap.laneReservations(ctx.lane).pointee.blocks.count + ctx.extents.count)
+        n += 16 * (ctx.verifies.count + heap.laneReservations(lane).pointee.blocks.count + ctx.extents.count)
         n += 32 * ctx.frees.count
         return n
     }
 
-    private func commitTransaction(_ ctx: TransactionContext) throws(PoolError) {
-        let lane = ctx.lane
-        let total = logBytes(ctx)
+    private func commitTransaction(_ context: TransactionContext) throws(PoolError) {
+        let lane = context.lane
+        let ctx = context.state
+        let reservations = heap.laneReservations(lane)
+        let total = logBytes(ctx.pointee, lane: lane)
         var log: RedoLog
         var extensionBlock = 0
         let extensionSlot = heap.laneLogOffset(lane) + LaneLayout.extensionSlot
-        if total <= LaneLayout.fastLogSize - LogField.payload && ctx.writeSet.ranges.allSatisfy({ $0.count == 8 && $0.offset & 7 == 0 }) {
+        var fast = total <= LaneLayout.fastLogSize - LogField.payload
+        if fast {
+            for r in ctx.pointee.writeSet.ranges where r.count != 8 || r.offset & 7 != 0 { fast = false }
+        }
+        if fast {
             log = heap.fastLog(lane)
         } else {
             log = heap.mainLog(lane)
             if total > log.remaining {
                 // A large transaction: the log continues in one block, linked from the lane so
-                // that a crash cannot leak it (recovery frees it).
-                // Entries never split across segments, so the inline part may end early: size the
-                // extension for everything.
-                let need = total + 64
-                extensionBlock = try heap.allocateLinked(size: need + LogExtensionField.header, alignment: 64,
+                // that a crash cannot leak it (recovery frees it). Entries never split across
+                // segments, so the inline part may end early: size the extension for everything.
+                extensionBlock = try heap.allocateLinked(size: total + 64 + LogExtensionField.header, alignment: 64,
                                                          slot: extensionSlot, zeroed: false, initialize: nil)
             }
         }
-        var extended = false
-        func room(_ n: Int) {
-            if !extended && extensionBlock != 0 && log.remaining < n + 16 {
+        // Moves to the extension when the next entry (`n` bytes) would not leave room for the jump.
+        @inline(__always) func room(_ log: inout RedoLog, _ n: Int) {
+            if extensionBlock != 0 && log.remaining < n + 16 && !log.isExtended {
                 log.extend(to: extensionBlock + LogExtensionField.header, capacity: heap.usableSizeOf(extensionBlock) - LogExtensionField.header)
-                extended = true
             }
         }
-        for v in ctx.verifies { room(16); log.appendVerify(offset: v.offset, count: v.count) }
-        for r in ctx.writeSet.ranges {
+        for v in ctx.pointee.verifies { room(&log, 16); log.appendVerify(offset: v.offset, count: v.count) }
+        for r in ctx.pointee.writeSet.ranges {
             if r.count == 8 && r.offset & 7 == 0 {
-                room(16)
+                room(&log, 16)
                 log.append(.write8, offset: r.offset, operand: r.shadow.loadUnaligned(as: UInt64.self))
             } else {
-                room(RedoLog.bytesEntrySize(r.count))
+                room(&log, RedoLog.bytesEntrySize(r.count))
                 log.appendBytes(offset: r.offset, from: r.shadow, count: r.count)
             }
         }
-        let reserved = heap.laneReservations(lane).pointee.blocks
-        for _ in 0..<reserved.count { room(16) }
-        heap.appendSetBits(reserved, to: &log)
-        for a in ctx.extents {
-            room(16)
+        room(&log, 16 * reservations.pointee.blocks.count)
+        heap.appendSetBits(&reservations.pointee.blocks, to: &log)
+        for a in ctx.pointee.extents {
+            room(&log, 16)
             log.append(.write8, offset: heap.tableEntryOffset(a), operand: UnitEntry(kind: .used, length: heap.info(a).length).raw)
         }
-        for f in ctx.frees { room(32); heap.appendFree(f, to: &log) }
+        for f in ctx.pointee.frees { room(&log, 32); heap.appendFree(f, to: &log) }
         heap.run(&log, lane: lane)
         // Volatile bookkeeping, now that everything is durable.
         heap.endReservations(lane: lane, published: true)
-        for a in ctx.extents { heap.publishedExtent(a) }
-        for f in ctx.frees {
+        for a in ctx.pointee.extents { heap.publishedExtent(a) }
+        for f in ctx.pointee.frees {
             if case .large = f { heap.lockExtents(); heap.finishFreed(f); heap.unlockExtents() } else { heap.finishFreed(f) }
         }
         if extensionBlock != 0 { try heap.freeLinked(slot: extensionSlot) }

@@ -88,7 +88,13 @@ struct WriteSet {
         for k in i..<j {
             (shadow + (ranges[k].offset - lo)).copyMemory(from: ranges[k].shadow, byteCount: ranges[k].count)
         }
-        ranges.replaceSubrange(i..<j, with: [Range(offset: lo, count: hi - lo, shadow: shadow)])
+        let merged = Range(offset: lo, count: hi - lo, shadow: shadow)
+        if i == j {
+            ranges.insert(merged, at: i)
+        } else {
+            ranges[i] = merged
+            if j > i + 1 { ranges.removeSubrange((i + 1)..<j) }
+        }
         return shadow + (offset - lo)
     }
 

@@ -96,6 +96,17 @@ extension Heap {
         list.pointee.pinnedRuns.removeAll(keepingCapacity: true)
     }
 
+    /// The location of a block reserved by `lane` (not yet allocated, so `locate` refuses it).
+    func locateReserved(_ offset: Int, lane: Int) throws(PoolError) -> BlockLocation {
+        for b in laneReservations(lane).pointee.blocks {
+            let c = info(b.run).sizeClass
+            if blockOffset(b, geometry[c]) == offset { return .small(run: b.run, sizeClass: c, word: b.word, mask: b.mask) }
+        }
+        let u = (offset - heapOffset) >> Format.unitShift
+        if info(u).kind == .reserved { return .large(unit: u) }
+        throw PoolError(.invalidPointer, "offset \(offset) is not reserved by this transaction")
+    }
+
     /// Appends the entries that set the bits of `blocks` (one entry per bitmap word; sorts
     /// `blocks` in place).
     func appendSetBits(_ sorted: inout [BlockSlot], to log: inout RedoLog) {

@@ -196,6 +196,24 @@ public struct Transaction {
         return PRawPointer(offset: UInt64(x))
     }
 
+    /// Allocates `bytes` bytes and lets `initialize` write their contents in place: cheaper than
+    /// writing a new block through the transaction (the bytes are not copied into the log; the
+    /// log only verifies them). The allocation and its contents take effect at commit.
+    /// - Warning: Do not let the buffer escape `initialize`.
+    public func allocate(bytes n: Int, alignment: Int = 16,
+                         initializingWith initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> PRawPointer {
+        let ctx = try live()
+        let p = try allocate(bytes: n, alignment: alignment, zeroed: false)
+        let x = Int(p.offset)
+        let usable = try pool.heap.usableSize(pool.heap.locateReserved(x, lane: context.lane))
+        let buffer = UnsafeMutableRawBufferPointer(start: pool.bytes.pointer(x), count: usable)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        try initialize(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+        pool.persistence.flush(buffer.baseAddress!, count: usable)
+        ctx.pointee.verifies.append((x, usable))
+        return p
+    }
+
     /// Allocates `count` values of `T` (see ``allocate(bytes:alignment:zeroed:)``).
     public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int = 1, zeroed: Bool = true) throws(PoolError) -> PPointer<T> {
         let size = try pool.byteCount(T.self, count)

@@ -1,0 +1,444 @@
+/// An ordered map in a pool: a B+ tree with range scans.
+///
+/// Keys and values are ``PersistentKey`` / ``PersistentValue`` types: `Int`, `UInt64`, …,
+/// `String` (ordered by UTF-8 bytes), or your `BitwiseCopyable` types. Every change is a
+/// failure-atomic transaction (joining the caller's if one is running): after a crash the map
+/// holds the state before or after each change. Iteration is in key order.
+///
+/// ```swift
+/// struct Root: BitwiseCopyable { var kv: PersistentSortedDictionary<String, String>.Ref }
+/// let kv = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.kv))
+/// try kv.updateValue("1", forKey: "one")
+/// for (k, v) in try kv.scan(from: "a", to: "p") { print(k, v) }
+/// ```
+///
+/// Layout: leaves and internal nodes hold up to 255 entries in fixed slots, plus an *order*
+/// array of slot numbers sorted by key — an insertion writes one slot and shifts a few bytes of
+/// the order array, so a transaction logs little. Leaves are chained for scans. Removal does not
+/// rebalance (a leaf may become empty); ``destroy(unlinking:)`` frees every node and entry.
+///
+/// Thread safety: concurrent reads are safe; changes must not race with other users of the map
+/// (guard it with a ``PMutex``).
+public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue>: Sequence {
+    /// The persistent header.
+    @frozen
+    public struct Header: BitwiseCopyable {
+        public var root: PRawPointer
+        public var count: Int
+        public var height: Int
+    }
+
+    /// A persistent reference to a map (8 bytes; null = none).
+    public typealias Ref = PPointer<Header>
+
+    /// The pool holding the map.
+    public let pool: Pool
+    /// Where the header is.
+    public let ref: Ref
+
+    /// A handle on the map whose header is at `ref`.
+    public init(_ pool: Pool, ref: Ref) {
+        self.pool = pool
+        self.ref = ref
+    }
+
+    /// The map `slot` refers to, created (empty) and linked into `slot` atomically if null.
+    public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> Self {
+        let existing = try ContainerReader(pool).load(slot)
+        if !existing.isNull { return Self(pool, ref: existing) }
+        let ref = try pool.transaction { tx -> Ref in
+            let r = try tx.allocate(Header.self, zeroed: true)
+            try tx.write(r, to: slot)
+            return r
+        }
+        return Self(pool, ref: ref)
+    }
+
+    /// A new empty map allocated in `tx` (link its ``ref`` somewhere in the same transaction).
+    public static func create(in tx: Transaction) throws -> Self {
+        Self(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
+    }
+
+    // MARK: Node layout
+    //
+    //     0   kind   UInt32   1 leaf, 2 internal
+    //     4   count  UInt32
+    //     8   link   UInt64   leaf: next leaf; internal: first (leftmost) child
+    //     64  order  [UInt8 × capacity]   slot numbers in key order
+    //     S   slots  [Entry × capacity]   leaf: (key, value); internal: (separator, right child)
+
+    struct Layout {
+        let capacity: Int
+        let entry: Int
+        let slots: Int
+        let valueOffset: Int
+        var bytes: Int { slots + capacity * entry }
+    }
+
+    static func layout(leaf: Bool) -> Layout {
+        let k = MemoryLayout<Key.Stored>.stride
+        let v = leaf ? MemoryLayout<Value.Stored>.stride : 8
+        let align = Swift.max(MemoryLayout<Key.Stored>.alignment, leaf ? MemoryLayout<Value.Stored>.alignment : 8, 8)
+        let valueOffset = (k + (leaf ? MemoryLayout<Value.Stored>.alignment : 8) - 1) / (leaf ? MemoryLayout<Value.Stored>.alignment : 8) * (leaf ? MemoryLayout<Value.Stored>.alignment : 8)
+        let entry = (valueOffset + v + align - 1) / align * align
+        let capacity = Swift.max(4, Swift.min(255, (3500 - 64) / (entry + 1)))
+        let slots = (64 + capacity + align - 1) / align * align
+        return Layout(capacity: capacity, entry: entry, slots: slots, valueOffset: valueOffset)
+    }
+
+    static var leafLayout: Layout { layout(leaf: true) }
+    static var innerLayout: Layout { layout(leaf: false) }
+
+    struct Node {
+        let offset: Int
+        let r: ContainerReader
+        var isLeaf: Bool { get throws { try r.load(UInt32.self, at: offset) == 1 } }
+        var count: Int { get throws { Int(try r.load(UInt32.self, at: offset + 4)) } }
+        var link: PRawPointer { get throws { try r.load(PRawPointer.self, at: offset + 8) } }
+        func slot(_ i: Int) throws -> Int { Int(try r.load(UInt8.self, at: offset + 64 + i)) }
+        func key(_ l: Layout, slot s: Int) throws -> Key.Stored { try r.load(Key.Stored.self, at: offset + l.slots + s * l.entry) }
+        func value(_ l: Layout, slot s: Int) throws -> Value.Stored {
+            try r.load(Value.Stored.self, at: offset + l.slots + s * l.entry + l.valueOffset)
+        }
+        func child(_ l: Layout, slot s: Int) throws -> PRawPointer {
+            try r.load(PRawPointer.self, at: offset + l.slots + s * l.entry + l.valueOffset)
+        }
+    }
+
+    func node(_ p: PRawPointer, _ r: ContainerReader) throws -> Node {
+        guard !p.isNull, Int(p.offset) % 8 == 0 else { throw PoolError(.corrupted, "B+ tree node pointer \(p) is invalid", path: pool.path) }
+        let n = Node(offset: Int(p.offset), r: r)
+        let c = try n.count
+        let l = try n.isLeaf ? Self.leafLayout : Self.innerLayout
+        guard c <= l.capacity else { throw PoolError(.corrupted, "B+ tree node at \(p) claims \(c) entries", path: pool.path) }
+        return n
+    }
+
+    /// First position in `n` whose key is greater than `key` (`orEqual`: not less than).
+    func upperBound(_ n: Node, _ l: Layout, _ key: Key, orEqual: Bool) throws -> Int {
+        var lo = 0, hi = try n.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let c = try Key.compare(key, try n.key(l, slot: try n.slot(mid)), in: pool)
+            if c > 0 || (c == 0 && !orEqual) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// Descends to the leaf that may hold `key`, recording (internal node, position taken).
+    func descend(_ key: Key, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
+        let h = try r.load(ref)
+        guard !h.root.isNull else { return nil }
+        var n = try node(h.root, r)
+        var depth = 0
+        while try !n.isLeaf {
+            depth += 1
+            guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
+            let l = Self.innerLayout
+            let pos = try upperBound(n, l, key, orEqual: false)  // entries[0..<pos] have separator ≤ key
+            path.append((n, pos))
+            let child = pos == 0 ? try n.link : try n.child(l, slot: try n.slot(pos - 1))
+            n = try node(child, r)
+        }
+        return n
+    }
+
+    // MARK: Reading
+
+    /// The number of entries.
+    public var count: Int {
+        do { return try ContainerReader(pool).load(ref).count } catch { containerFailure(error) }
+    }
+
+    /// Whether the map is empty.
+    public var isEmpty: Bool { count == 0 }
+
+    /// The value for `key`, or nil.
+    /// - Complexity: O(log n) node visits.
+    public func value(forKey key: Key) throws -> Value? {
+        let r = ContainerReader(pool)
+        var path: [(Node, Int)] = []
+        guard let leaf = try descend(key, r, path: &path) else { return nil }
+        let l = Self.leafLayout
+        let pos = try upperBound(leaf, l, key, orEqual: true)
+        guard pos < (try leaf.count) else { return nil }
+        let s = try leaf.slot(pos)
+        guard try Key.compare(key, try leaf.key(l, slot: s), in: pool) == 0 else { return nil }
+        return try Value.load(try leaf.value(l, slot: s), from: pool)
+    }
+
+    /// The value for `key`, or nil (traps if the pool is damaged; see ``value(forKey:)``).
+    public subscript(key: Key) -> Value? {
+        do { return try value(forKey: key) } catch { containerFailure(error) }
+    }
+
+    /// Whether `key` has a value.
+    public func contains(_ key: Key) throws -> Bool { try value(forKey: key) != nil }
+
+    /// The entries with `from ≤ key < to` (either bound may be nil), in key order, at most `limit`.
+    public func scan(from: Key? = nil, to: Key? = nil, limit: Int = .max) throws -> [(key: Key, value: Value)] {
+        var out: [(key: Key, value: Value)] = []
+        try forEach(from: from, to: to) { k, v in
+            out.append((k, v))
+            return out.count < limit
+        }
+        return out
+    }
+
+    /// Calls `body` for the entries with `from ≤ key < to` in key order, until it returns false.
+    public func forEach(from: Key? = nil, to: Key? = nil, _ body: (Key, Value) throws -> Bool) throws {
+        let r = ContainerReader(pool)
+        let l = Self.leafLayout
+        var leaf: Node?
+        var pos = 0
+        if let from {
+            var path: [(Node, Int)] = []
+            leaf = try descend(from, r, path: &path)
+            if let leaf { pos = try upperBound(leaf, l, from, orEqual: true) }
+        } else {
+            let h = try r.load(ref)
+            guard !h.root.isNull else { return }
+            var n = try node(h.root, r)
+            while try !n.isLeaf { n = try node(try n.link, r) }
+            leaf = n
+        }
+        var visited = 0
+        while let n = leaf {
+            let c = try n.count
+            while pos < c {
+                let s = try n.slot(pos)
+                let stored = try n.key(l, slot: s)
+                if let to, try Key.compare(to, stored, in: pool) <= 0 { return }
+                if try !body(try Key.load(stored, from: pool), try Value.load(try n.value(l, slot: s), from: pool)) { return }
+                pos += 1
+            }
+            let next = try n.link
+            visited += 1
+            guard visited <= pool.size / 64 else { throw PoolError(.corrupted, "B+ tree leaf chain loops", path: pool.path) }
+            leaf = next.isNull ? nil : try node(next, r)
+            pos = 0
+        }
+    }
+
+    /// Iterates every entry in key order.
+    public func makeIterator() -> Array<(key: Key, value: Value)>.Iterator {
+        do { return try scan().makeIterator() } catch { containerFailure(error) }
+    }
+
+    // MARK: Changing
+
+    /// Sets the value for `key`; returns the previous value, if any. One transaction.
+    /// - Complexity: O(log n) node visits; a split allocates one node per level at most.
+    @discardableResult
+    public func updateValue(_ value: Value, forKey key: Key) throws -> Value? {
+        try pool.transaction { tx -> Value? in try insert(key, value, tx) }
+    }
+
+    private func insert(_ key: Key, _ value: Value, _ tx: Transaction) throws -> Value? {
+        let r = ContainerReader(pool, tx)
+        var h = try r.load(ref)
+        let l = Self.leafLayout
+        var path: [(Node, Int)] = []
+        guard let leaf = try descend(key, r, path: &path) else {
+            let k = try Key.store(key, in: tx), v = try Value.store(value, in: tx)
+            let root = try newNode(tx, leaf: true, link: .null, entries: [(k, Self.bits(v))])
+            h.root = root
+            h.count = 1
+            h.height = 1
+            try tx.write(h, to: ref)
+            return nil
+        }
+        let pos = try upperBound(leaf, l, key, orEqual: true)
+        if pos < (try leaf.count) {
+            let s = try leaf.slot(pos)
+            if try Key.compare(key, try leaf.key(l, slot: s), in: pool) == 0 {
+                let old = try leaf.value(l, slot: s)
+                let previous = try Value.load(old, from: pool)
+                try Value.release(old, in: tx)
+                try tx.write(try Value.store(value, in: tx), to: PPointer(offset: UInt64(leaf.offset + l.slots + s * l.entry + l.valueOffset)))
+                return previous
+            }
+        }
+        let k = try Key.store(key, in: tx), v = try Value.store(value, in: tx)
+        try insertEntry(tx, r, node: leaf, layout: l, at: pos, key: k, payload: Self.bits(v), path: &path, height: &h.height, root: &h.root)
+        h.count += 1
+        try tx.write(h, to: ref)
+        return nil
+    }
+
+    /// The bytes of a value or child pointer, as a slot's second field.
+    static func bits<T: BitwiseCopyable>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
+
+    /// Allocates a node initialised in place with `entries` in order.
+    private func newNode(_ tx: Transaction, leaf: Bool, link: PRawPointer, entries: [(Key.Stored, [UInt8])]) throws -> PRawPointer {
+        let l = Self.layout(leaf: leaf)
+        return try tx.allocate(bytes: l.bytes, alignment: 64) { buf in
+            buf.storeBytes(of: UInt32(leaf ? 1 : 2), as: UInt32.self)
+            buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
+            buf.storeBytes(of: link, toByteOffset: 8, as: PRawPointer.self)
+            for (i, (k, v)) in entries.enumerated() {
+                buf[64 + i] = UInt8(i)
+                buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
+                v.withUnsafeBytes { (buf.baseAddress! + l.slots + i * l.entry + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        }
+    }
+
+    /// Inserts (key, payload) at order position `pos` of `n`, splitting up the path as needed.
+    private func insertEntry(_ tx: Transaction, _ r: ContainerReader, node n: Node, layout l: Layout, at pos: Int,
+                             key: Key.Stored, payload: [UInt8], path: inout [(Node, Int)],
+                             height: inout Int, root: inout PRawPointer) throws {
+        let count = try n.count
+        let leaf = try n.isLeaf
+        if count < l.capacity {
+            try writeEntry(tx, n, l, at: pos, count: count, key: key, payload: payload)
+            return
+        }
+        // Split: the upper half moves to a new node initialised in place.
+        let entries = try (0..<count).map { i -> (Key.Stored, [UInt8]) in
+            let s = try n.slot(i)
+            return (try n.key(l, slot: s), leaf ? Self.bits(try n.value(l, slot: s)) : Self.bits(try n.child(l, slot: s)))
+        }
+        var all = entries
+        all.insert((key, payload), at: pos)
+        let half = all.count / 2
+        let left = Array(all[0..<half])
+        var right = Array(all[half...])
+        let separator: Key.Stored
+        let rightLink: PRawPointer
+        if leaf {
+            // The separator is a copy of the right node's first key (the leaf keeps its own).
+            separator = try Key.store(try Key.load(right[0].0, from: pool), in: tx)
+            rightLink = try n.link
+        } else {
+            // The middle separator moves up; its child becomes the right node's first child.
+            separator = right[0].0
+            rightLink = right[0].1.withUnsafeBytes { $0.loadUnaligned(as: PRawPointer.self) }
+            right.removeFirst()
+        }
+        let newRight = try newNode(tx, leaf: leaf, link: rightLink, entries: right)
+        try rewriteNode(tx, n, l, entries: left, link: leaf ? newRight : try n.link)
+        let payloadRight = Self.bits(newRight)
+        if let (parent, ppos) = path.popLast() {
+            try insertEntry(tx, r, node: parent, layout: Self.innerLayout, at: ppos, key: separator, payload: payloadRight,
+                            path: &path, height: &height, root: &root)
+        } else {
+            root = try newNode(tx, leaf: false, link: PRawPointer(offset: UInt64(n.offset)), entries: [(separator, payloadRight)])
+            height += 1
+        }
+    }
+
+    /// Writes (key, payload) into a free slot of `n` and shifts the order array.
+    private func writeEntry(_ tx: Transaction, _ n: Node, _ l: Layout, at pos: Int, count: Int, key: Key.Stored, payload: [UInt8]) throws {
+        var used = [Bool](repeating: false, count: l.capacity)
+        for i in 0..<count { used[try n.slot(i)] = true }
+        let free = used.firstIndex(of: false)!
+        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { buf in
+            buf.storeBytes(of: key, as: Key.Stored.self)
+            payload.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 64 + pos)), count: count - pos + 1) { buf in
+            if count > pos { (buf.baseAddress! + 1).copyMemory(from: buf.baseAddress!, byteCount: count - pos) }
+            buf[0] = UInt8(free)
+        }
+        try tx.write(UInt32(count + 1), to: PPointer(offset: UInt64(n.offset + 4)))
+    }
+
+    /// Rewrites `n` to hold exactly `entries` (slots 0..<count, in order).
+    private func rewriteNode(_ tx: Transaction, _ n: Node, _ l: Layout, entries: [(Key.Stored, [UInt8])], link: PRawPointer) throws {
+        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset)), count: l.slots + entries.count * l.entry) { buf in
+            buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
+            buf.storeBytes(of: link, toByteOffset: 8, as: PRawPointer.self)
+            for (i, (k, v)) in entries.enumerated() {
+                buf[64 + i] = UInt8(i)
+                buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
+                v.withUnsafeBytes { (buf.baseAddress! + l.slots + i * l.entry + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        }
+    }
+
+    /// Removes `key`; returns its value, if it had one. One transaction.
+    @discardableResult
+    public func removeValue(forKey key: Key) throws -> Value? {
+        try pool.transaction { tx -> Value? in
+            let r = ContainerReader(pool, tx)
+            var path: [(Node, Int)] = []
+            guard let leaf = try descend(key, r, path: &path) else { return nil }
+            let l = Self.leafLayout
+            let count = try leaf.count
+            let pos = try upperBound(leaf, l, key, orEqual: true)
+            guard pos < count else { return nil }
+            let s = try leaf.slot(pos)
+            let storedKey = try leaf.key(l, slot: s)
+            guard try Key.compare(key, storedKey, in: pool) == 0 else { return nil }
+            let storedValue = try leaf.value(l, slot: s)
+            let previous = try Value.load(storedValue, from: pool)
+            try Key.release(storedKey, in: tx)
+            try Value.release(storedValue, in: tx)
+            try tx.withMutableBytes(of: PRawPointer(offset: UInt64(leaf.offset + 64 + pos)), count: count - pos) { buf in
+                if count - pos > 1 { buf.baseAddress!.copyMemory(from: buf.baseAddress! + 1, byteCount: count - pos - 1) }
+            }
+            try tx.write(UInt32(count - 1), to: PPointer(offset: UInt64(leaf.offset + 4)))
+            try tx.update(ref.field(\.count)) { $0 -= 1 }
+            return previous
+        }
+    }
+
+    /// Frees every node, key and value, and the header; if `slot` is given, sets it to null in
+    /// the same transaction. The handle must not be used afterwards.
+    public func destroy(unlinking slot: PPointer<Ref>? = nil) throws {
+        try pool.transaction { tx in
+            let r = ContainerReader(pool, tx)
+            let h = try r.load(ref)
+            if !h.root.isNull { try free(h.root, r, tx, depth: 0) }
+            try tx.free(ref)
+            if let slot { try tx.write(.null, to: slot) }
+        }
+    }
+
+    private func free(_ p: PRawPointer, _ r: ContainerReader, _ tx: Transaction, depth: Int) throws {
+        guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
+        let n = try node(p, r)
+        let leaf = try n.isLeaf
+        let l = leaf ? Self.leafLayout : Self.innerLayout
+        if !leaf { try free(try n.link, r, tx, depth: depth + 1) }
+        for i in 0..<(try n.count) {
+            let s = try n.slot(i)
+            try Key.release(try n.key(l, slot: s), in: tx)
+            if leaf { try Value.release(try n.value(l, slot: s), in: tx) } else { try free(try n.child(l, slot: s), r, tx, depth: depth + 1) }
+        }
+        try tx.free(p)
+    }
+
+    /// Walks the leaves checking key order and the entry count; returns the problems found
+    /// (empty when sound).
+    public func validate() throws -> [String] {
+        var problems: [String] = []
+        let r = ContainerReader(pool)
+        let l = Self.leafLayout
+        let h = try r.load(ref)
+        guard !h.root.isNull else { return h.count == 0 ? [] : ["empty tree with count \(h.count)"] }
+        var n = try node(h.root, r)
+        while try !n.isLeaf { n = try node(try n.link, r) }
+        var leaf: Node? = n
+        var previous: Key?
+        var total = 0
+        while let current = leaf, problems.count < 10 {
+            for i in 0..<(try current.count) {
+                let stored = try current.key(l, slot: try current.slot(i))
+                if let p = previous, try Key.compare(p, stored, in: pool) >= 0 { problems.append("keys out of order at entry \(total)") }
+                previous = try Key.load(stored, from: pool)
+                total += 1
+            }
+            let next = try current.link
+            leaf = next.isNull ? nil : try node(next, r)
+            if total > pool.size { problems.append("leaf chain loops"); break }
+        }
+        if total != h.count { problems.append("\(total) entries reachable, header says \(h.count)") }
+        return problems
+    }
+}
+
+extension PersistentSortedDictionary.Header: PersistentValue {}
+
+

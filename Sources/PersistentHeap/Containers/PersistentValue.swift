@@ -1,0 +1,72 @@
+/// A type whose values can be kept in persistent containers.
+///
+/// A value is kept as its `Stored` form, a `BitwiseCopyable` value inside the container's
+/// persistent memory. `BitwiseCopyable` types store themselves (declare the conformance with an
+/// empty extension: `extension MyStruct: PersistentValue {}`); `String` stores a
+/// ``PersistentString``, allocated and freed with the container's entries.
+public protocol PersistentValue {
+    /// The form kept in persistent memory.
+    associatedtype Stored: BitwiseCopyable
+    /// The stored form of `value`, allocating what it owns through `tx`.
+    static func store(_ value: Self, in tx: Transaction) throws -> Stored
+    /// The value back from its stored form.
+    static func load(_ stored: Stored, from pool: Pool) throws -> Self
+    /// Frees what a stored form owns (nothing for bitwise-copyable values).
+    static func release(_ stored: Stored, in tx: Transaction) throws
+}
+
+/// A type that can be a key of a persistent map: ordered (sorted maps) and hashed with a
+/// hash that is the same in every process (hash maps).
+public protocol PersistentKey: PersistentValue {
+    /// Orders `key` against a stored key: negative, zero or positive.
+    static func compare(_ key: Self, _ stored: Stored, in pool: Pool) throws -> Int
+    /// A hash of `key` that does not change between runs (Swift's `Hasher` is seeded per
+    /// process, so it cannot be kept in a persistent table).
+    static func persistentHash(_ key: Self) -> UInt64
+    /// The hash of a stored key (equal to `persistentHash` of the key it stores).
+    static func persistentHash(stored: Stored, in pool: Pool) throws -> UInt64
+}
+
+extension PersistentValue where Self: BitwiseCopyable, Stored == Self {
+    @inlinable public static func store(_ value: Self, in tx: Transaction) throws -> Self { value }
+    @inlinable public static func load(_ stored: Self, from pool: Pool) throws -> Self { stored }
+    @inlinable public static func release(_ stored: Self, in tx: Transaction) throws {}
+}
+
+/// FNV-1a over bytes, finished with a 64-bit mix: the persistent hash of bitwise keys.
+@inlinable
+public func persistentHashBytes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    h ^= h >> 33
+    h = h &* 0xff51_afd7_ed55_8ccd
+    return h ^ (h >> 33)
+}
+
+extension PersistentKey where Self: BitwiseCopyable & Comparable, Stored == Self {
+    @inlinable public static func compare(_ key: Self, _ stored: Self, in pool: Pool) throws -> Int {
+        key < stored ? -1 : (key == stored ? 0 : 1)
+    }
+    @inlinable public static func persistentHash(_ key: Self) -> UInt64 {
+        withUnsafeBytes(of: key) { persistentHashBytes($0) }
+    }
+    @inlinable public static func persistentHash(stored: Self, in pool: Pool) throws -> UInt64 {
+        persistentHash(stored)
+    }
+}
+
+extension Int: PersistentKey {}
+extension Int64: PersistentKey {}
+extension Int32: PersistentKey {}
+extension Int16: PersistentKey {}
+extension Int8: PersistentKey {}
+extension UInt: PersistentKey {}
+extension UInt64: PersistentKey {}
+extension UInt32: PersistentKey {}
+extension UInt16: PersistentKey {}
+extension UInt8: PersistentKey {}
+extension Double: PersistentValue {}
+extension Float: PersistentValue {}
+extension Bool: PersistentValue {}
+extension PRawPointer: PersistentValue {}
+extension PPointer: PersistentValue {}

@@ -2,54 +2,55 @@ import ArgumentParser
 import Foundation
 import PersistentHeap
 
-/// The root of the demo pool: a run counter and a persistent linked list of visits.
-struct DemoRoot: BitwiseCopyable {
-    var runs: Int
-    var visits: PPointer<Visit>
-}
-
-/// One element of the demo's persistent list.
-struct Visit: BitwiseCopyable {
-    var run: Int
-    var time: Double
-    var next: PPointer<Visit>
-}
-
-/// `pheap demo [PATH]`: create a pool (first run), write the root, reopen, print `pheap info`.
+/// `pheap demo [PATH]`: the key-value store on a default pool file.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the demonstration: create or open a pool, update its root, reopen it, show its info.")
+        abstract: "Run the demonstration: a durable key-value store in ./pheap-demo.pool (created on first run).")
 
     @Argument(help: "The pool file (created on first use).")
     var path = "pheap-demo.pool"
 
     func run() throws {
-        let layout = "pheap-demo"
-        let pool: Pool
-        if FileManager.default.fileExists(atPath: path) {
-            pool = try Pool.open(path: path, layout: layout)
-            print("opened \(path)\(pool.previousShutdownWasClean ? "" : " (previous session crashed: recovered)")")
-        } else {
-            pool = try Pool.create(path: path, size: 8 << 20, layout: layout)
-            print("created \(path)")
+        let isNew = !FileManager.default.fileExists(atPath: path)
+        do {
+            let store = try KVStore(path: path)
+            print(isNew ? "created \(path)" : "opened \(path)\(store.pool.previousShutdownWasClean ? "" : " (the last session crashed: recovered)")")
+            let runs = (Int(try store.map.value(forKey: "demo:runs") ?? "0") ?? 0) + 1
+            try store.map.updateValue(String(runs), forKey: "demo:runs")
+            if isNew {
+                // A first fill: 10,000 entries in transactions of 100, then a few by hand.
+                let started = Date()
+                for batch in 0..<100 {
+                    try store.pool.transaction { _ in
+                        for i in 0..<100 {
+                            let n = batch * 100 + i
+                            try store.map.updateValue("value \(n * 7)", forKey: String(format: "item:%05d", n))
+                        }
+                    }
+                }
+                print(String(format: "loaded 10000 entries in %.2f s", Date().timeIntervalSince(started)))
+                for (k, v) in [("fruit:apple", "red"), ("fruit:banana", "yellow"), ("fruit:cherry", "dark red"), ("greeting", "hello, persistent world")] {
+                    try store.map.updateValue(v, forKey: k)
+                }
+            }
+            print("run \(runs) of the demo on this pool")
+            print("get greeting       → \(try store.map.value(forKey: "greeting") ?? "(missing)")")
+            print("scan fruit: fruit; →")
+            for (k, v) in try store.map.scan(from: "fruit:", to: "fruit;") { print("    \(k)\t\(v)") }
+            print("count              → \(store.map.count)")
+            try store.pool.close()
         }
-        let root = try pool.root(DemoRoot.self)
-        let run = try pool.load(root).runs + 1
-        // Prepend a visit to the persistent list and link it into the root atomically.
-        let head = try pool.load(root).visits
-        _ = try pool.allocate(Visit(run: run, time: Date().timeIntervalSince1970, next: head), linkedInto: root.field(\.visits))
-        try pool.store(run, at: root.field(\.runs))
-        try pool.close()
-
-        // Reopen and read everything back from the file.
-        let again = try Pool.open(path: path, layout: layout)
-        let r = try again.root(DemoRoot.self)
-        var count = 0
-        var p = try again.load(r).visits
-        while !p.isNull { count += 1; p = try again.load(p).next }
-        print("run \(try again.load(r).runs): the pool remembers \(count) visit(s); root object at \(r)")
-        try again.close()
+        // Reopen from the file: everything above is durable.
+        let again = try KVStore(path: path, readOnly: true)
+        print("reopened: item:04242 → \(try again.map.value(forKey: "item:04242") ?? "(missing)"), \(again.map.count) keys")
+        try again.pool.close()
         print()
         try Info.parse([path]).run()
+        print("""
+
+            Try it: swift run pheap kv \(path) put KEY VALUE · get KEY · delete KEY · scan [FROM [TO]] · count
+                    swift run pheap kv \(path) load FILE.tsv   (kill it midway, then get/scan/check)
+                    swift run pheap check \(path)
+            """)
     }
 }

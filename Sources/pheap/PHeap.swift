@@ -8,7 +8,7 @@ struct PHeap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pheap",
         abstract: "Create, inspect and check PersistentHeap pools.",
-        subcommands: [Create.self, Info.self, Check.self, Stats.self, Demo.self])
+        subcommands: [Create.self, Info.self, Check.self, Stats.self, KV.self, Demo.self])
 
     /// Runs the command; errors become one line on stderr and a non-zero exit status.
     static func main() {

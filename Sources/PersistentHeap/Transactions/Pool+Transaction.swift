@@ -102,7 +102,7 @@ extension Pool {
     private func logBytes(_ ctx: TransactionState, lane: Int) -> Int {
         var n = 0
         for r in ctx.writeSet.ranges { n += (r.count == 8 && r.offset & 7 == 0) ? 16 : RedoLog.bytesEntrySize(r.count) }
-        n += 16 * (ctx.verifies.count + heap.laneReservations(lane).pointee.blocks.count + ctx.extents.count)
+        n += 16 * (ctx.fresh.count + heap.laneReservations(lane).pointee.blocks.count + ctx.extents.count)
         n += 32 * ctx.frees.count
         return n
     }
@@ -137,7 +137,12 @@ extension Pool {
                 log.extend(to: extensionBlock + LogExtensionField.header, capacity: heap.usableSizeOf(extensionBlock) - LogExtensionField.header)
             }
         }
-        for v in ctx.pointee.verifies { room(&log, 16); log.appendVerify(offset: v.offset, count: v.count) }
+        // New blocks written in place: flushed under fence 1, verified over their final contents.
+        for b in ctx.pointee.fresh where b.written {
+            persistence.flush(bytes.pointer(b.offset), count: b.count)
+            room(&log, 16)
+            log.appendVerify(offset: b.offset, count: b.count)
+        }
         for r in ctx.pointee.writeSet.ranges {
             if r.count == 8 && r.offset & 7 == 0 {
                 room(&log, 16)

@@ -17,12 +17,36 @@ struct TransactionState {
     /// Blocks to free at commit, and their offsets (duplicate detection).
     var frees: [BlockLocation] = []
     var freeOffsets: [Int] = []
-    /// In-place initialised ranges of new blocks (zeroed): `verify` entries at commit.
-    var verifies: [(offset: Int, count: Int)] = []
+    /// Blocks allocated by this transaction, sorted by offset. Writes into them go in place (the
+    /// block is invisible until commit); at commit, those written or initialised are flushed and
+    /// covered by a `verify` entry over their final contents.
+    var fresh: [FreshBlock] = []
     /// The error of a nested transaction that failed: the outermost one must abort.
     var doom: (any Error)?
 
-    var hasWork: Bool { !writeSet.isEmpty || !extents.isEmpty || !frees.isEmpty || !verifies.isEmpty }
+    var hasWork: Bool { !writeSet.isEmpty || !extents.isEmpty || !frees.isEmpty || !fresh.isEmpty }
+
+    /// Index in `fresh` of the block containing `[offset, offset+count)`, if any.
+    @inline(__always)
+    func freshIndex(_ offset: Int, _ count: Int) -> Int? {
+        guard !fresh.isEmpty else { return nil }
+        var lo = 0, hi = fresh.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if fresh[mid].offset + fresh[mid].count <= offset { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < fresh.count, fresh[lo].offset <= offset, offset + count <= fresh[lo].offset + fresh[lo].count else { return nil }
+        return lo
+    }
+
+    mutating func addFresh(_ b: FreshBlock) {
+        var lo = 0, hi = fresh.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if fresh[mid].offset < b.offset { lo = mid + 1 } else { hi = mid }
+        }
+        fresh.insert(b, at: lo)
+    }
 
     /// Ends the transaction, keeping capacity; touches only what was used.
     mutating func reset() {
@@ -32,11 +56,18 @@ struct TransactionState {
             frees.removeAll(keepingCapacity: true)
             freeOffsets.removeAll(keepingCapacity: true)
         }
-        if !verifies.isEmpty { verifies.removeAll(keepingCapacity: true) }
+        if !fresh.isEmpty { fresh.removeAll(keepingCapacity: true) }
         if doom != nil { doom = nil }
         depth = 0
         active = false
     }
+}
+
+/// A block allocated by a transaction (usable bytes), and whether its contents must be verified.
+struct FreshBlock {
+    let offset: Int
+    let count: Int
+    var written: Bool
 }
 
 /// A lane's transaction context, reused from one transaction to the next.
@@ -119,7 +150,18 @@ public struct Transaction {
         let ctx = try live()
         let o = try range(p.offset, MemoryLayout<T>.size)
         guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
-        ctx.pointee.writeSet.cover(o, MemoryLayout<T>.size, memory: pool.bytes.base).storeBytes(of: value, as: T.self)
+        target(ctx, o, MemoryLayout<T>.size).storeBytes(of: value, as: T.self)
+    }
+
+    /// Where the transaction writes `[o, o+n)`: in place inside a block it allocated, else a
+    /// shadow in the write set.
+    @inline(__always)
+    func target(_ ctx: UnsafeMutablePointer<TransactionState>, _ o: Int, _ n: Int) -> UnsafeMutableRawPointer {
+        if let i = ctx.pointee.freshIndex(o, n) {
+            ctx.pointee.fresh[i].written = true
+            return pool.bytes.pointer(o)
+        }
+        return ctx.pointee.writeSet.cover(o, n, memory: pool.bytes.base)
     }
 
     /// Runs `body` on the value at `p` (as this transaction sees it); the result is written at commit.
@@ -134,7 +176,7 @@ public struct Transaction {
         let ctx = try live()
         let o = try range(p.offset, MemoryLayout<T>.size)
         guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
-        let shadow = ctx.pointee.writeSet.cover(o, MemoryLayout<T>.size, memory: pool.bytes.base)
+        let shadow = target(ctx, o, MemoryLayout<T>.size)
         var value = shadow.loadUnaligned(as: T.self)
         let result = try body(&value)
         shadow.storeBytes(of: value, as: T.self)
@@ -146,8 +188,7 @@ public struct Transaction {
     public func withMutableBytes<R>(of p: PRawPointer, count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
         let ctx = try live()
         let o = try range(p.offset, count)
-        let shadow = ctx.pointee.writeSet.cover(o, count, memory: pool.bytes.base)
-        return try body(UnsafeMutableRawBufferPointer(start: shadow, count: count))
+        return try body(UnsafeMutableRawBufferPointer(start: target(ctx, o, count), count: count))
     }
 
     /// Adds `count` bytes at `p` to the transaction (their current contents), for later
@@ -155,7 +196,8 @@ public struct Transaction {
     /// twice, or overlapping another, is logged once.
     public func snapshot(_ p: PRawPointer, count: Int) throws(PoolError) {
         let ctx = try live()
-        _ = ctx.pointee.writeSet.cover(try range(p.offset, count), count, memory: pool.bytes.base)
+        let o = try range(p.offset, count)
+        if ctx.pointee.freshIndex(o, count) == nil { _ = ctx.pointee.writeSet.cover(o, count, memory: pool.bytes.base) }
     }
 
     /// Adds many ranges at once (see ``snapshot(_:count:)``). No fence is spent per range:
@@ -163,7 +205,8 @@ public struct Transaction {
     public func snapshot(_ ranges: [(PRawPointer, Int)]) throws(PoolError) {
         let ctx = try live()
         for (p, n) in ranges.sorted(by: { $0.0 < $1.0 }) {
-            _ = ctx.pointee.writeSet.cover(try range(p.offset, n), n, memory: pool.bytes.base)
+            let o = try range(p.offset, n)
+            if ctx.pointee.freshIndex(o, n) == nil { _ = ctx.pointee.writeSet.cover(o, n, memory: pool.bytes.base) }
         }
     }
 
@@ -187,12 +230,9 @@ public struct Transaction {
             x = heap.unitOffset(a)
             usable = units << Format.unitShift
         }
-        if zeroed {
-            // In place (the block is free space until commit), flushed, and verified by the log.
-            pool.bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable)
-            pool.persistence.flush(pool.bytes.pointer(x), count: usable)
-            ctx.pointee.verifies.append((x, usable))
-        }
+        // Free space until commit: zeroed and later written in place, verified by the log.
+        if zeroed { pool.bytes.pointer(x).initializeMemory(as: UInt8.self, repeating: 0, count: usable) }
+        ctx.pointee.addFresh(FreshBlock(offset: x, count: usable, written: zeroed))
         return PRawPointer(offset: UInt64(x))
     }
 
@@ -203,14 +243,12 @@ public struct Transaction {
     public func allocate(bytes n: Int, alignment: Int = 16,
                          initializingWith initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> PRawPointer {
         let ctx = try live()
-        let p = try allocate(bytes: n, alignment: alignment, zeroed: false)
+        let p = try allocate(bytes: n, alignment: alignment, zeroed: true)
         let x = Int(p.offset)
-        let usable = try pool.heap.usableSize(pool.heap.locateReserved(x, lane: context.lane))
-        let buffer = UnsafeMutableRawBufferPointer(start: pool.bytes.pointer(x), count: usable)
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        try initialize(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
-        pool.persistence.flush(buffer.baseAddress!, count: usable)
-        ctx.pointee.verifies.append((x, usable))
+        try initialize(UnsafeMutableRawBufferPointer(start: pool.bytes.pointer(x), count: n))
+        guard ctx.pointee.freshIndex(x, n) != nil else {
+            throw PoolError(.transactionMisuse, "the new block was freed by its own initializer", path: pool.path)
+        }
         return p
     }
 
@@ -246,12 +284,12 @@ public struct Transaction {
         if let k = list.pointee.blocks.firstIndex(where: { heap.blockOffset($0, heap.geometry[heap.info($0.run).sizeClass]) == x }) {
             let s = list.pointee.blocks.remove(at: k)
             heap.unreserveBlock(s)
-            ctx.pointee.verifies.removeAll { $0.offset == x }
+            ctx.pointee.fresh.removeAll { $0.offset == x }
             return
         }
         if let k = ctx.pointee.extents.firstIndex(where: { heap.unitOffset($0) == x }) {
             heap.cancelExtent(ctx.pointee.extents.remove(at: k))
-            ctx.pointee.verifies.removeAll { $0.offset == x }
+            ctx.pointee.fresh.removeAll { $0.offset == x }
             return
         }
         guard !ctx.pointee.freeOffsets.contains(x) else {

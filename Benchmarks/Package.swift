@@ -14,6 +14,7 @@ let package = Package(
     dependencies: [
         .package(path: "../"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // The PersistentHeap side of ./compare (same workloads and JSON as pmdk/pmdk_bench.c).
@@ -21,6 +22,15 @@ let package = Package(
             name: "pheap-compare",
             dependencies: [.product(name: "PersistentHeap", package: root)],
             path: "Sources/pheap-compare"
+        ),
+        // The PersistentHeap, SQLite (GRDB) and Swift Dictionary side of ./compare-kv.
+        .executableTarget(
+            name: "kv-compare",
+            dependencies: [
+                .product(name: "PersistentHeap", package: root),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Sources/kv-compare"
         ),
         .executableTarget(
             name: "AllocatorBenchmarks",

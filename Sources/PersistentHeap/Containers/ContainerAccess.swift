@@ -34,7 +34,20 @@ struct ContainerReader {
 
     @inline(__always)
     func load<T: BitwiseCopyable>(_ type: T.Type, at offset: Int) throws -> T {
-        try load(PPointer<T>(offset: UInt64(offset)))
+        if tx == nil, let base { return (base + offset).loadUnaligned(as: T.self) }
+        return try load(PPointer<T>(offset: UInt64(offset)))
+    }
+
+    /// Outside a transaction, the mapping's base, for direct reads of ranges validated by
+    /// ``validate(_:count:)`` (a container node is checked once, then read field by field).
+    var base: UnsafeRawPointer? { tx == nil ? UnsafeRawPointer(pool.bytes.base) : nil }
+
+    /// Checks that `[offset, offset+count)` lies inside the heap.
+    @inline(__always)
+    func validate(_ offset: Int, count: Int) throws {
+        guard offset >= pool.heap.heapOffset, count >= 0, offset <= pool.heap.poolEnd - count else {
+            throw PoolError(.corrupted, "container node at \(offset) (\(count) bytes) lies outside the heap", path: pool.path)
+        }
     }
 }
 

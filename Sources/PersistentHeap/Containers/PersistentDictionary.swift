@@ -119,6 +119,8 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: 
 
     /// The value for `key`, or nil.
     /// - Complexity: O(1) expected.
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func value(forKey key: Key) throws -> Value? {
         let r = ContainerReader(pool)
         let h = try header(r)
@@ -205,6 +207,8 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: 
     /// Sets the value for `key`; returns the previous value, if any. One transaction.
     /// - Complexity: O(1) expected (plus up to 16 migrated entries while resizing).
     @discardableResult
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func updateValue(_ value: Value, forKey key: Key) throws -> Value? {
         try pool.transaction { tx -> Value? in
             let r = ContainerReader(pool, tx)
@@ -238,6 +242,8 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: 
 
     /// Removes `key`; returns its value, if it had one. One transaction.
     @discardableResult
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func removeValue(forKey key: Key) throws -> Value? {
         try pool.transaction { tx -> Value? in
             let r = ContainerReader(pool, tx)

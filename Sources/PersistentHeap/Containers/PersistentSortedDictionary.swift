@@ -36,10 +36,16 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// Where the header is.
     public let ref: Ref
 
+    /// Node geometry, computed once per handle.
+    let leafLayout: Layout
+    let innerLayout: Layout
+
     /// A handle on the map whose header is at `ref`.
     public init(_ pool: Pool, ref: Ref) {
         self.pool = pool
         self.ref = ref
+        leafLayout = Self.layout(leaf: true)
+        innerLayout = Self.layout(leaf: false)
     }
 
     /// The map `slot` refers to, created (empty) and linked into `slot` atomically if null.
@@ -86,8 +92,6 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         return Layout(capacity: capacity, entry: entry, slots: slots, valueOffset: valueOffset)
     }
 
-    static var leafLayout: Layout { layout(leaf: true) }
-    static var innerLayout: Layout { layout(leaf: false) }
 
     struct Node {
         let offset: Int
@@ -107,19 +111,26 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     func node(_ p: PRawPointer, _ r: ContainerReader) throws -> Node {
         guard !p.isNull, Int(p.offset) % 8 == 0 else { throw PoolError(.corrupted, "B+ tree node pointer \(p) is invalid", path: pool.path) }
+        try r.validate(Int(p.offset), count: 64)
         let n = Node(offset: Int(p.offset), r: r)
         let c = try n.count
-        let l = try n.isLeaf ? Self.leafLayout : Self.innerLayout
+        let l = try n.isLeaf ? leafLayout : innerLayout
+        try r.validate(Int(p.offset), count: l.bytes)
         guard c <= l.capacity else { throw PoolError(.corrupted, "B+ tree node at \(p) claims \(c) entries", path: pool.path) }
         return n
     }
 
     /// First position in `n` whose key is greater than `key` (`orEqual`: not less than).
     func upperBound(_ n: Node, _ l: Layout, _ key: Key, orEqual: Bool) throws -> Int {
+        try Key.withComparator(key, in: pool) { try upperBound(n, l, $0, orEqual: orEqual) }
+    }
+
+    /// `upperBound` with a prepared comparator (`cmp(stored)` orders the key against `stored`).
+    func upperBound(_ n: Node, _ l: Layout, _ cmp: (Key.Stored) throws -> Int, orEqual: Bool) throws -> Int {
         var lo = 0, hi = try n.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            let c = try Key.compare(key, try n.key(l, slot: try n.slot(mid)), in: pool)
+            let c = try cmp(try n.key(l, slot: try n.slot(mid)))
             if c > 0 || (c == 0 && !orEqual) { lo = mid + 1 } else { hi = mid }
         }
         return lo
@@ -127,6 +138,10 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Descends to the leaf that may hold `key`, recording (internal node, position taken).
     func descend(_ key: Key, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
+        try Key.withComparator(key, in: pool) { try descend($0, r, path: &path) }
+    }
+
+    func descend(_ cmp: (Key.Stored) throws -> Int, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
         let h = try r.load(ref)
         guard !h.root.isNull else { return nil }
         var n = try node(h.root, r)
@@ -134,8 +149,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         while try !n.isLeaf {
             depth += 1
             guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
-            let l = Self.innerLayout
-            let pos = try upperBound(n, l, key, orEqual: false)  // entries[0..<pos] have separator ≤ key
+            let l = innerLayout
+            let pos = try upperBound(n, l, cmp, orEqual: false)  // entries[0..<pos] have separator ≤ key
             path.append((n, pos))
             let child = pos == 0 ? try n.link : try n.child(l, slot: try n.slot(pos - 1))
             n = try node(child, r)
@@ -155,16 +170,20 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// The value for `key`, or nil.
     /// - Complexity: O(log n) node visits.
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func value(forKey key: Key) throws -> Value? {
         let r = ContainerReader(pool)
-        var path: [(Node, Int)] = []
-        guard let leaf = try descend(key, r, path: &path) else { return nil }
-        let l = Self.leafLayout
-        let pos = try upperBound(leaf, l, key, orEqual: true)
-        guard pos < (try leaf.count) else { return nil }
-        let s = try leaf.slot(pos)
-        guard try Key.compare(key, try leaf.key(l, slot: s), in: pool) == 0 else { return nil }
-        return try Value.load(try leaf.value(l, slot: s), from: pool)
+        return try Key.withComparator(key, in: pool) { cmp -> Value? in
+            var path: [(Node, Int)] = []
+            guard let leaf = try descend(cmp, r, path: &path) else { return nil }
+            let l = leafLayout
+            let pos = try upperBound(leaf, l, cmp, orEqual: true)
+            guard pos < (try leaf.count) else { return nil }
+            let s = try leaf.slot(pos)
+            guard try cmp(try leaf.key(l, slot: s)) == 0 else { return nil }
+            return try Value.load(try leaf.value(l, slot: s), from: pool)
+        }
     }
 
     /// The value for `key`, or nil (traps if the pool is damaged; see ``value(forKey:)``).
@@ -176,6 +195,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     public func contains(_ key: Key) throws -> Bool { try value(forKey: key) != nil }
 
     /// The entries with `from ≤ key < to` (either bound may be nil), in key order, at most `limit`.
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func scan(from: Key? = nil, to: Key? = nil, limit: Int = .max) throws -> [(key: Key, value: Value)] {
         var out: [(key: Key, value: Value)] = []
         try forEach(from: from, to: to) { k, v in
@@ -186,9 +207,11 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     }
 
     /// Calls `body` for the entries with `from ≤ key < to` in key order, until it returns false.
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func forEach(from: Key? = nil, to: Key? = nil, _ body: (Key, Value) throws -> Bool) throws {
         let r = ContainerReader(pool)
-        let l = Self.leafLayout
+        let l = leafLayout
         var leaf: Node?
         var pos = 0
         if let from {
@@ -230,6 +253,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// Sets the value for `key`; returns the previous value, if any. One transaction.
     /// - Complexity: O(log n) node visits; a split allocates one node per level at most.
     @discardableResult
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func updateValue(_ value: Value, forKey key: Key) throws -> Value? {
         try pool.transaction { tx -> Value? in try insert(key, value, tx) }
     }
@@ -237,7 +262,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     private func insert(_ key: Key, _ value: Value, _ tx: Transaction) throws -> Value? {
         let r = ContainerReader(pool, tx)
         var h = try r.load(ref)
-        let l = Self.leafLayout
+        let l = leafLayout
         var path: [(Node, Int)] = []
         guard let leaf = try descend(key, r, path: &path) else {
             let k = try Key.store(key, in: tx), v = try Value.store(value, in: tx)
@@ -271,7 +296,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Allocates a node initialised in place with `entries` in order.
     private func newNode(_ tx: Transaction, leaf: Bool, link: PRawPointer, entries: [(Key.Stored, [UInt8])]) throws -> PRawPointer {
-        let l = Self.layout(leaf: leaf)
+        let l = leaf ? leafLayout : innerLayout
         return try tx.allocate(bytes: l.bytes, alignment: 64) { buf in
             buf.storeBytes(of: UInt32(leaf ? 1 : 2), as: UInt32.self)
             buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
@@ -320,7 +345,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         try rewriteNode(tx, n, l, entries: left, link: leaf ? newRight : try n.link)
         let payloadRight = Self.bits(newRight)
         if let (parent, ppos) = path.popLast() {
-            try insertEntry(tx, r, node: parent, layout: Self.innerLayout, at: ppos, key: separator, payload: payloadRight,
+            try insertEntry(tx, r, node: parent, layout: innerLayout, at: ppos, key: separator, payload: payloadRight,
                             path: &path, height: &height, root: &root)
         } else {
             root = try newNode(tx, leaf: false, link: PRawPointer(offset: UInt64(n.offset)), entries: [(separator, payloadRight)])
@@ -330,9 +355,13 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Writes (key, payload) into a free slot of `n` and shifts the order array.
     private func writeEntry(_ tx: Transaction, _ n: Node, _ l: Layout, at pos: Int, count: Int, key: Key.Stored, payload: [UInt8]) throws {
-        var used = [Bool](repeating: false, count: l.capacity)
-        for i in 0..<count { used[try n.slot(i)] = true }
-        let free = used.firstIndex(of: false)!
+        var used: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        let free = try withUnsafeMutableBytes(of: &used) { bits -> Int in
+            let w = bits.bindMemory(to: UInt64.self)
+            for i in 0..<count { let s = try n.slot(i); w[s >> 6] |= 1 << UInt64(s & 63) }
+            for k in 0..<4 where w[k] != ~0 { return k << 6 | (~w[k]).trailingZeroBitCount }
+            return l.capacity
+        }
         try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { buf in
             buf.storeBytes(of: key, as: Key.Stored.self)
             payload.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -359,12 +388,14 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Removes `key`; returns its value, if it had one. One transaction.
     @discardableResult
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func removeValue(forKey key: Key) throws -> Value? {
         try pool.transaction { tx -> Value? in
             let r = ContainerReader(pool, tx)
             var path: [(Node, Int)] = []
             guard let leaf = try descend(key, r, path: &path) else { return nil }
-            let l = Self.leafLayout
+            let l = leafLayout
             let count = try leaf.count
             let pos = try upperBound(leaf, l, key, orEqual: true)
             guard pos < count else { return nil }
@@ -400,7 +431,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
         let n = try node(p, r)
         let leaf = try n.isLeaf
-        let l = leaf ? Self.leafLayout : Self.innerLayout
+        let l = leaf ? leafLayout : innerLayout
         if !leaf { try free(try n.link, r, tx, depth: depth + 1) }
         for i in 0..<(try n.count) {
             let s = try n.slot(i)
@@ -415,7 +446,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     public func validate() throws -> [String] {
         var problems: [String] = []
         let r = ContainerReader(pool)
-        let l = Self.leafLayout
+        let l = leafLayout
         let h = try r.load(ref)
         guard !h.root.isNull else { return h.count == 0 ? [] : ["empty tree with count \(h.count)"] }
         var n = try node(h.root, r)

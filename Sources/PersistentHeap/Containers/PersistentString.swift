@@ -109,8 +109,20 @@ extension String: PersistentKey {
 
     public static func compare(_ key: String, _ stored: StringKey, in pool: Pool) throws -> Int {
         var s = key
-        return try s.withUTF8 { utf8 -> Int in
+        return try s.withUTF8 { try compareUTF8(UnsafeRawBufferPointer($0), stored, in: pool) }
+    }
+
+    public static func withComparator<R>(_ key: String, in pool: Pool, _ body: ((StringKey) throws -> Int) throws -> R) throws -> R {
+        var s = key
+        return try s.withUTF8 { utf8 in
             let k = UnsafeRawBufferPointer(utf8)
+            return try body { try compareUTF8(k, $0, in: pool) }
+        }
+    }
+
+    /// Orders the UTF-8 bytes `k` against a stored key.
+    static func compareUTF8(_ k: UnsafeRawBufferPointer, _ stored: StringKey, in pool: Pool) throws -> Int {
+        do {
             var prefix = stored.prefix
             let byPrefix = withUnsafeBytes(of: &prefix) { p -> Int in
                 let n = Swift.min(k.count, 16, Int(stored.count))

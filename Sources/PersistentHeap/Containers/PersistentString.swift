@@ -140,6 +140,25 @@ extension String: PersistentKey {
         }
     }
 
+    /// The first 7 UTF-8 bytes, big-endian (zero padded).
+    public static func orderPrefix(_ key: String) -> UInt64 {
+        var s = key
+        return s.withUTF8 { utf8 in
+            var p: UInt64 = 0
+            for i in 0..<7 { p = p << 8 | UInt64(i < utf8.count ? utf8[i] : 0) }
+            return p
+        }
+    }
+
+    public static func orderPrefix(stored: StringKey) -> UInt64 {
+        var prefix = stored.prefix
+        return withUnsafeBytes(of: &prefix) { b in
+            var p: UInt64 = 0
+            for i in 0..<7 { p = p << 8 | UInt64(b[i]) }
+            return p
+        }
+    }
+
     public static func persistentHash(_ key: String) -> UInt64 {
         var s = key
         return s.withUTF8 { persistentHashBytes(UnsafeRawBufferPointer($0)) }

@@ -28,12 +28,30 @@ public protocol PersistentKey: PersistentValue {
     /// Calls `body` with a comparator of `key` against stored keys (as `compare`), letting a key
     /// prepare itself once for many comparisons (a string fetches its UTF-8 once).
     static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R
+    /// A 56-bit prefix of the key whose unsigned order agrees with the key order wherever two
+    /// prefixes differ (equal prefixes say nothing). Sorted maps keep it beside each entry so a
+    /// search scans a compact array. Default: 0 (always compare in full).
+    static func orderPrefix(_ key: Self) -> UInt64
+    /// The same for a stored key.
+    static func orderPrefix(stored: Stored) -> UInt64
 }
 
 extension PersistentKey {
     public static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R {
         try body { try compare(key, $0, in: pool) }
     }
+    public static func orderPrefix(_ key: Self) -> UInt64 { 0 }
+    public static func orderPrefix(stored: Stored) -> UInt64 { 0 }
+}
+
+extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored == Self {
+    /// The top 56 bits of the value widened to 64 bits, sign bit flipped for signed types
+    /// (an order-preserving transform).
+    @inlinable public static func orderPrefix(_ key: Self) -> UInt64 {
+        let wide = Self.isSigned ? UInt64(bitPattern: Int64(truncatingIfNeeded: key)) ^ (1 << 63) : UInt64(truncatingIfNeeded: key)
+        return wide >> 8
+    }
+    @inlinable public static func orderPrefix(stored: Self) -> UInt64 { orderPrefix(stored) }
 }
 
 extension PersistentValue where Self: BitwiseCopyable, Stored == Self {

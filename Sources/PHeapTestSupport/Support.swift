@@ -124,11 +124,7 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
-        var env = [String]()
-        var i = 0
-        while let e = environ[i] { env.append(String(cString: e)); i += 1 }
-        for (k, v) in environment { env.removeAll { $0.hasPrefix("\(k)=") }; env.append("\(k)=\(v)") }
-        let envp = env.map { strdup($0) } + [nil]
+        let envp = environmentBlock(environment)
         defer { envp.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, executable, &actions, nil, argv, envp)
@@ -246,11 +242,7 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
-    var env = [String]()
-    var i = 0
-    while let e = environ[i] { env.append(String(cString: e)); i += 1 }
-    for (k, v) in environment { env.removeAll { $0.hasPrefix("\(k)=") }; env.append("\(k)=\(v)") }
-    let envp = env.map { strdup($0) } + [nil]
+    let envp = environmentBlock(environment)
     defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
@@ -260,4 +252,14 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     let o = String(decoding: FileBytes.read(out) ?? [], as: UTF8.self)
     let e = String(decoding: FileBytes.read(err) ?? [], as: UTF8.self)
     return (ph_wifexited(status) != 0 ? ph_wexitstatus(status) : -ph_wtermsig(status), o, e)
+}
+
+/// This process's environment with `overrides` applied, as a NULL-terminated `strdup`'d block
+/// for `posix_spawn` (the caller frees each entry).
+func environmentBlock(_ overrides: [String: String]) -> [UnsafeMutablePointer<CChar>?] {
+    var env = [String]()
+    var i = 0
+    while let e = environ[i] { env.append(String(cString: e)); i += 1 }
+    for (k, v) in overrides { env.removeAll { $0.hasPrefix("\(k)=") }; env.append("\(k)=\(v)") }
+    return env.map { strdup($0) } + [nil]
 }

@@ -2,6 +2,18 @@
 // included), and mutations that run as a transaction, joining the caller's if there is one.
 
 extension Pool {
+    /// The container header `slot` refers to; if the slot is null, a zeroed header is allocated
+    /// and linked into it atomically (one transaction, joining the caller's).
+    func openContainerHeader<H: BitwiseCopyable>(_ type: H.Type, at slot: PPointer<PPointer<H>>) throws -> PPointer<H> {
+        let existing = try ContainerReader(self).load(slot)
+        if !existing.isNull { return existing }
+        return try transaction { tx -> PPointer<H> in
+            let header = try tx.allocate(H.self, zeroed: true)
+            try tx.write(header, to: slot)
+            return header
+        }
+    }
+
     /// The calling thread's transaction in this pool, if one is running.
     @inline(__always)
     func activeTransaction() -> Transaction? {

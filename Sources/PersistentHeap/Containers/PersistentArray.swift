@@ -39,14 +39,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
 
     /// The array `slot` refers to, created (empty) and linked into `slot` atomically if the slot is null.
     public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> PersistentArray {
-        let existing = try ContainerReader(pool).load(slot)
-        if !existing.isNull { return PersistentArray(pool, ref: existing) }
-        let ref = try pool.transaction { tx -> Ref in
-            let r = try tx.allocate(Header.self, zeroed: true)
-            try tx.write(r, to: slot)
-            return r
-        }
-        return PersistentArray(pool, ref: ref)
+        PersistentArray(pool, ref: try pool.openContainerHeader(Header.self, at: slot))
     }
 
     /// A new empty array allocated in `tx` (link its ``ref`` somewhere in the same transaction).

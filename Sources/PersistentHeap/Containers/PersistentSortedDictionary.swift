@@ -50,14 +50,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// The map `slot` refers to, created (empty) and linked into `slot` atomically if null.
     public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> Self {
-        let existing = try ContainerReader(pool).load(slot)
-        if !existing.isNull { return Self(pool, ref: existing) }
-        let ref = try pool.transaction { tx -> Ref in
-            let r = try tx.allocate(Header.self, zeroed: true)
-            try tx.write(r, to: slot)
-            return r
-        }
-        return Self(pool, ref: ref)
+        Self(pool, ref: try pool.openContainerHeader(Header.self, at: slot))
     }
 
     /// A new empty map allocated in `tx` (link its ``ref`` somewhere in the same transaction).

@@ -17,8 +17,9 @@ extension Pool {
     /// The calling thread's transaction in this pool, if one is running.
     @inline(__always)
     func activeTransaction() -> Transaction? {
-        guard let context = txContexts[heap.currentLane()], context.state.pointee.active else { return nil }
-        return Transaction(pool: self, context: context, generation: context.state.pointee.generation)
+        let lane = heap.currentLane()
+        guard let state = txStates[lane], state.pointee.active else { return nil }
+        return Transaction(pool: self, context: TransactionContext(lane: lane, state: state), generation: state.pointee.generation)
     }
 }
 

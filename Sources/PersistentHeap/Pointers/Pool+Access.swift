@@ -12,7 +12,7 @@ extension Pool {
     /// overwritten at commit): they are refused.
     @inline(__always)
     func checkNoTransaction() throws(PoolError) {
-        if let ctx = txContexts[heap.currentLane()], ctx.state.pointee.active {
+        if let state = txStates[heap.currentLane()], state.pointee.active {
             throw PoolError(.transactionMisuse, "direct write inside a transaction: write through the transaction (tx.write / tx.update)", path: path)
         }
     }

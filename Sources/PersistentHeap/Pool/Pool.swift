@@ -50,7 +50,7 @@ public final class Pool: @unchecked Sendable {
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
     private let closed = Atomic<Bool>(true)
     /// Per lane: the lane's transaction state (created on first use, touched only by the lane's thread).
-    let txContexts: UnsafeMutablePointer<TransactionContext?>
+    let txStates: UnsafeMutablePointer<UnsafeMutablePointer<TransactionState>?>
     let rootLock = Mutex<Void>(())
 
     /// The simulated media (tests), or nil for a file pool.
@@ -66,8 +66,8 @@ public final class Pool: @unchecked Sendable {
         poolID = PoolIdentity.make()
         bytes = PoolBytes(base: mapping.base)
         lanes = LaneTable(count: Int(header.laneCount))
-        txContexts = .allocate(capacity: Int(header.laneCount))
-        txContexts.initialize(repeating: nil, count: Int(header.laneCount))
+        txStates = .allocate(capacity: Int(header.laneCount))
+        txStates.initialize(repeating: nil, count: Int(header.laneCount))
         persistence = Persistence(domain: domain, base: mapping.base, media: media, deferredSlots: Int(header.laneCount))
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
 
@@ -105,8 +105,9 @@ public final class Pool: @unchecked Sendable {
 
     deinit {
         if !closed.load(ordering: .acquiring) { try? close() }
-        txContexts.deinitialize(count: lanes.count)
-        txContexts.deallocate()
+        for lane in 0..<lanes.count { if let state = txStates[lane] { TransactionContext.release(state) } }
+        txStates.deinitialize(count: lanes.count)
+        txStates.deallocate()
     }
 
     // MARK: Creating

@@ -14,17 +14,18 @@ import Glibc
 // Recovery replays committed logs; a transaction without a complete log changed nothing.
 
 extension Pool {
+    @inline(__always)
     func transactionContext(_ lane: Int) -> TransactionContext {
-        if let c = txContexts[lane] { return c }
-        let c = TransactionContext(lane: lane)
-        txContexts[lane] = c
+        if let state = txStates[lane] { return TransactionContext(lane: lane, state: state) }
+        let c = TransactionContext.make(lane: lane)
+        txStates[lane] = c.state
         return c
     }
 
     /// Whether the calling thread is inside a transaction of this pool.
     public var inTransaction: Bool {
         guard !isClosed else { return false }
-        return txContexts[heap.currentLane()]?.state.pointee.active ?? false
+        return txStates[heap.currentLane()]?.pointee.active ?? false
     }
 
     /// Runs `body` as one failure-atomic transaction and returns its result.
@@ -44,44 +45,65 @@ extension Pool {
     @discardableResult
     @inlinable
     public func transaction<R>(_ body: (Transaction) throws -> R) throws -> R {
-        // Generic shell, specialised in the caller; the work is in the non-generic core.
-        var result: R?
-        try _runTransaction { tx in result = try body(tx) }
-        return result!
+        // Generic shell, specialised in the caller (the body is called directly); the work is
+        // in the non-generic begin/end below.
+        let tx = try _beginTransaction()
+        let result: R
+        do {
+            result = try body(tx)
+        } catch {
+            throw _failTransaction(tx, error)
+        }
+        try _endTransaction(tx)
+        return result
     }
 
-    /// The non-generic body of ``transaction(_:)``.
+    /// Begins a transaction on the calling thread's lane, or joins the one running there.
     @usableFromInline
-    func _runTransaction(_ body: (Transaction) throws -> Void) throws {
+    func _beginTransaction() throws(PoolError) -> Transaction {
         try checkWritable()
-        let lane = heap.currentLane()
-        let context = transactionContext(lane)
+        let context = transactionContext(heap.currentLane())
         let ctx = context.state
         if ctx.pointee.active {
             ctx.pointee.depth += 1
-            defer { ctx.pointee.depth -= 1 }
-            do {
-                return try body(Transaction(pool: self, context: context, generation: ctx.pointee.generation))
-            } catch {
-                if ctx.pointee.doom == nil { ctx.pointee.doom = error }
-                throw error
-            }
+        } else {
+            ctx.pointee.generation &+= 1
+            ctx.pointee.active = true
+            ctx.pointee.depth = 1
+            ctx.pointee.thread = pthread_self()
         }
-        ctx.pointee.generation &+= 1
-        ctx.pointee.active = true
-        ctx.pointee.depth = 1
-        ctx.pointee.thread = pthread_self()
-        do {
-            try body(Transaction(pool: self, context: context, generation: ctx.pointee.generation))
-        } catch {
-            abortTransaction(context)
-            throw error
+        return Transaction(pool: self, context: context, generation: ctx.pointee.generation)
+    }
+
+    /// The body of `tx` threw `error`: a joined transaction dooms the outermost one, the
+    /// outermost aborts. Returns the error to rethrow.
+    @usableFromInline
+    func _failTransaction(_ tx: Transaction, _ error: any Error) -> any Error {
+        let ctx = tx.context.state
+        if ctx.pointee.depth > 1 {
+            ctx.pointee.depth -= 1
+            if ctx.pointee.doom == nil { ctx.pointee.doom = error }
+        } else {
+            abortTransaction(tx.context)
+        }
+        return error
+    }
+
+    /// The body of `tx` returned: a joined transaction just leaves; the outermost commits
+    /// (or aborts, if a joined one failed).
+    @usableFromInline
+    func _endTransaction(_ tx: Transaction) throws {
+        let context = tx.context
+        let ctx = context.state
+        if ctx.pointee.depth > 1 {
+            ctx.pointee.depth -= 1
+            return
         }
         if let doom = ctx.pointee.doom {
             abortTransaction(context)
             throw doom
         }
-        if ctx.pointee.hasWork || !heap.laneReservations(lane).pointee.pinnedRuns.isEmpty {
+        if ctx.pointee.hasWork || !heap.laneReservations(context.lane).pointee.pinnedRuns.isEmpty {
             do throws(PoolError) {
                 try commitTransaction(context)
             } catch {

@@ -70,18 +70,20 @@ struct FreshBlock {
     var written: Bool
 }
 
-/// A lane's transaction context, reused from one transaction to the next.
-final class TransactionContext: @unchecked Sendable {
+/// A lane's transaction context: the lane and its state, reused from one transaction to the
+/// next. A plain pair (no object): beginning a transaction takes no reference count.
+struct TransactionContext {
     let lane: Int
     let state: UnsafeMutablePointer<TransactionState>
 
-    init(lane: Int) {
-        self.lane = lane
-        state = .allocate(capacity: 1)
+    /// A fresh state for a lane; released by ``release()`` when the pool goes away.
+    static func make(lane: Int) -> TransactionContext {
+        let state = UnsafeMutablePointer<TransactionState>.allocate(capacity: 1)
         state.initialize(to: TransactionState())
+        return TransactionContext(lane: lane, state: state)
     }
 
-    deinit {
+    static func release(_ state: UnsafeMutablePointer<TransactionState>) {
         state.pointee.writeSet.deallocate()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -104,7 +106,7 @@ public struct Transaction {
     /// fails that validation with `transactionMisuse`. Keeping one past the pool's lifetime is
     /// undefined, like any dangling reference.
     unowned(unsafe) let pool: Pool
-    unowned(unsafe) let context: TransactionContext
+    let context: TransactionContext
     let generation: UInt64
 
     @inline(__always)

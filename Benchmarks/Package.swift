@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Benchmarks live in their own package so the library's users never build them.
-//   swift package benchmark          ordo-one/benchmark suites (instructions, syscalls, mallocs)
+//   swift package benchmark          ordo-one/benchmark suites (time percentiles, mallocs per op)
+//   ./compare-kv [--json]            the key-value store vs SQLite (GRDB) and LMDB
 //   ./compare [--json]               PersistentHeap vs PMDK libpmemobj vs glibc, side by side
 // A path dependency is identified by its directory name, which depends on where the
 // repository was cloned: derive it.

@@ -97,7 +97,7 @@ do {
         let db = try DatabasePool(path: path, configuration: config)  // WAL mode
         try db.write { db in try db.execute(sql: "CREATE TABLE kv(k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) WITHOUT ROWID") }
         let keys = (0..<n).map(key), values = (0..<n).map(value)
-        var t = now()
+        let t = now()
         for i in 0..<n {
             try db.write { db in
                 try db.cachedStatement(sql: "INSERT INTO kv(k, v) VALUES (?, ?)").execute(arguments: [keys[i], values[i]])

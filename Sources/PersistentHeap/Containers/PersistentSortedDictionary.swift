@@ -76,9 +76,11 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     static func layout(leaf: Bool) -> Layout {
         let k = MemoryLayout<Key.Stored>.stride
+        // The second field: a value in leaves, a child pointer in internal nodes.
         let v = leaf ? MemoryLayout<Value.Stored>.stride : 8
-        let align = Swift.max(MemoryLayout<Key.Stored>.alignment, leaf ? MemoryLayout<Value.Stored>.alignment : 8, 8)
-        let valueOffset = (k + (leaf ? MemoryLayout<Value.Stored>.alignment : 8) - 1) / (leaf ? MemoryLayout<Value.Stored>.alignment : 8) * (leaf ? MemoryLayout<Value.Stored>.alignment : 8)
+        let vAlign = leaf ? MemoryLayout<Value.Stored>.alignment : 8
+        let align = Swift.max(MemoryLayout<Key.Stored>.alignment, vAlign, 8)
+        let valueOffset = (k + vAlign - 1) / vAlign * vAlign
         let entry = (valueOffset + v + align - 1) / align * align
         // ~3.5 KB nodes (measured: 7 KB nodes made inserts 35% slower and lookups no faster).
         let capacity = Swift.max(4, Swift.min(255, (3500 - 64) / (entry + 8)))
@@ -148,12 +150,14 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         return lo
     }
 
-    /// Descends to the leaf that may hold `key`, recording (internal node, position taken).
-    func descend(_ key: Key, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
+    /// Descends to the leaf that may hold `key`, recording (internal node, position taken) in
+    /// `path` unless it is nil (only an insertion needs the path; lookups, scans and removals
+    /// keep none, and allocate no array for it).
+    func descend(_ key: Key, _ r: ContainerReader, path: inout [(Node, Int)]?) throws -> Node? {
         try withProbe(key) { try descend($0, r, path: &path) }
     }
 
-    func descend(_ cmp: Probe, _ r: ContainerReader, path: inout [(Node, Int)]) throws -> Node? {
+    func descend(_ cmp: Probe, _ r: ContainerReader, path: inout [(Node, Int)]?) throws -> Node? {
         let h = try r.load(ref)
         guard !h.root.isNull else { return nil }
         var n = try node(h.root, r)
@@ -163,7 +167,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
             let l = innerLayout
             let pos = try upperBound(n, l, cmp, orEqual: false)  // entries[0..<pos] have separator ≤ key
-            path.append((n, pos))
+            path?.append((n, pos))
             let child = pos == 0 ? try n.link : try n.child(l, slot: try n.slot(pos - 1))
             n = try node(child, r)
         }
@@ -187,8 +191,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     public func value(forKey key: Key) throws -> Value? {
         let r = ContainerReader(pool)
         return try withProbe(key) { probe -> Value? in
-            var path: [(Node, Int)] = []
-            guard let leaf = try descend(probe, r, path: &path) else { return nil }
+            var noPath: [(Node, Int)]? = nil
+            guard let leaf = try descend(probe, r, path: &noPath) else { return nil }
             let l = leafLayout
             let pos = try upperBound(leaf, l, probe, orEqual: true)
             guard pos < (try leaf.count) else { return nil }
@@ -227,8 +231,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         var leaf: Node?
         var pos = 0
         if let from {
-            var path: [(Node, Int)] = []
-            leaf = try descend(from, r, path: &path)
+            var noPath: [(Node, Int)]? = nil
+            leaf = try descend(from, r, path: &noPath)
             if let leaf { pos = try upperBound(leaf, l, from, orEqual: true) }
         } else {
             let h = try r.load(ref)
@@ -275,7 +279,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         let r = ContainerReader(pool, tx)
         var h = try r.load(ref)
         let l = leafLayout
-        var path: [(Node, Int)] = []
+        var path: [(Node, Int)]? = []
         guard let leaf = try descend(key, r, path: &path) else {
             let k = try Key.store(key, in: tx), v = try Value.store(value, in: tx)
             let root = try newNode(tx, leaf: true, link: .null, entries: [(k, Self.bits(v))])
@@ -323,7 +327,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Inserts (key, payload) at order position `pos` of `n`, splitting up the path as needed.
     private func insertEntry(_ tx: Transaction, _ r: ContainerReader, node n: Node, layout l: Layout, at pos: Int,
-                             key: Key.Stored, payload: [UInt8], path: inout [(Node, Int)],
+                             key: Key.Stored, payload: [UInt8], path: inout [(Node, Int)]?,
                              height: inout Int, root: inout PRawPointer) throws {
         let count = try n.count
         let leaf = try n.isLeaf
@@ -357,7 +361,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         let newRight = try newNode(tx, leaf: leaf, link: rightLink, entries: right)
         try keepLeft(tx, n, l, entries: left, link: leaf ? newRight : try n.link)
         let payloadRight = Self.bits(newRight)
-        if let (parent, ppos) = path.popLast() {
+        if let (parent, ppos) = path?.popLast() {
             try insertEntry(tx, r, node: parent, layout: innerLayout, at: ppos, key: separator, payload: payloadRight,
                             path: &path, height: &height, root: &root)
         } else {
@@ -419,8 +423,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     public func removeValue(forKey key: Key) throws -> Value? {
         try pool.transaction { tx -> Value? in
             let r = ContainerReader(pool, tx)
-            var path: [(Node, Int)] = []
-            guard let leaf = try descend(key, r, path: &path) else { return nil }
+            var noPath: [(Node, Int)]? = nil
+            guard let leaf = try descend(key, r, path: &noPath) else { return nil }
             let l = leafLayout
             let count = try leaf.count
             let pos = try upperBound(leaf, l, key, orEqual: true)

@@ -35,18 +35,6 @@ void ph_flush_clflushopt(const void *p, size_t len);
 /// Same with clflush (serialised, oldest instruction; always available on x86-64).
 void ph_flush_clflush(const void *p, size_t len);
 
-/// Writes one whole 64-byte line at `dst` (64-aligned) from `src` with non-temporal stores:
-/// no read-for-ownership of the line, no cache pollution. Durable after the next sfence, like
-/// a flushed line. Only for lines no other thread needs to flush.
-static inline void ph_stream_line(void *dst, const uint64_t *src) {
-#if defined(__x86_64__)
-    long long *d = (long long *)dst;
-    for (int i = 0; i < 8; i++) __builtin_ia32_movnti64(d + i, (long long)src[i]);
-#else
-    __builtin_memcpy(dst, src, 64);
-#endif
-}
-
 /// Store fence: orders every earlier flush of this thread before later stores.
 static inline void ph_sfence(void) {
 #if defined(__x86_64__)

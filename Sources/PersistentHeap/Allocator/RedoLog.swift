@@ -47,8 +47,6 @@ struct RedoLog {
     /// Total payload bytes.
     var payloadBytes: Int { extensions?.reduce(inlineUsed) { $0 + $1.used } ?? inlineUsed }
 
-    var isEmpty: Bool { inlineUsed == 0 }
-
     /// Whether the payload already continues in an extension.
     var isExtended: Bool { extensions != nil }
 
@@ -56,12 +54,6 @@ struct RedoLog {
     var remaining: Int {
         if let last = extensions?.last { return last.capacity - last.used }
         return inlineCapacity - inlineUsed
-    }
-
-    /// Forgets every entry (the log can be refilled).
-    mutating func reset() {
-        extensions = nil
-        inlineUsed = 0
     }
 
     @inline(__always)

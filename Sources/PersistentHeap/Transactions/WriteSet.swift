@@ -22,9 +22,6 @@ struct WriteSet {
 
     var isEmpty: Bool { ranges.isEmpty }
 
-    /// Bytes of shadow data.
-    var byteCount: Int { ranges.reduce(0) { $0 + $1.count } }
-
     /// Forgets every range, keeping the first chunk for the next transaction.
     mutating func reset() {
         ranges.removeAll(keepingCapacity: true)

@@ -96,15 +96,16 @@ extension Heap {
         list.pointee.pinnedRuns.removeAll(keepingCapacity: true)
     }
 
-    /// The location of a block reserved by `lane` (not yet allocated, so `locate` refuses it).
-    func locateReserved(_ offset: Int, lane: Int) throws(PoolError) -> BlockLocation {
-        for b in laneReservations(lane).pointee.blocks {
-            let c = info(b.run).sizeClass
-            if blockOffset(b, geometry[c]) == offset { return .small(run: b.run, sizeClass: c, word: b.word, mask: b.mask) }
+    /// Cancels the small-block reservation of `lane` at pool offset `offset`, if there is one
+    /// (the block is free again; its run stays pinned until the reservations end). Returns
+    /// whether there was.
+    func cancelSmallReservation(at offset: Int, lane: Int) -> Bool {
+        let list = laneReservations(lane)
+        guard let k = list.pointee.blocks.firstIndex(where: { blockOffset($0, geometry[info($0.run).sizeClass]) == offset }) else {
+            return false
         }
-        let u = (offset - heapOffset) >> Format.unitShift
-        if info(u).kind == .reserved { return .large(unit: u) }
-        throw PoolError(.invalidPointer, "offset \(offset) is not reserved by this transaction")
+        unreserveBlock(list.pointee.blocks.remove(at: k))
+        return true
     }
 
     /// Appends the entries that set the bits of `blocks` (one entry per bitmap word; sorts

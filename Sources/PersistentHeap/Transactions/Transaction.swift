@@ -282,10 +282,7 @@ public struct Transaction {
         let x = Int(truncatingIfNeeded: p.offset)
         let heap = pool.heap
         // A block allocated by this transaction: cancel its reservation.
-        let list = heap.laneReservations(context.lane)
-        if let k = list.pointee.blocks.firstIndex(where: { heap.blockOffset($0, heap.geometry[heap.info($0.run).sizeClass]) == x }) {
-            let s = list.pointee.blocks.remove(at: k)
-            heap.unreserveBlock(s)
+        if heap.cancelSmallReservation(at: x, lane: context.lane) {
             ctx.pointee.fresh.removeAll { $0.offset == x }
             return
         }

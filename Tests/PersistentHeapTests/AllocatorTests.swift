@@ -35,6 +35,17 @@ struct AllocatorTests {
         expectPoolError(.outOfSpace) { try pool.allocate(bytes: 1 << 40) }
     }
 
+    @Test("the division-free block index (offset × reciprocal >> 32) is exact at every offset of every run")
+    func reciprocalIndex() {
+        for g in SizeClasses.all {
+            var mismatches = 0
+            for x in 0..<(g.units * Format.unitSize) where Int((UInt64(x) &* g.reciprocal) >> 32) != x / g.blockSize {
+                mismatches += 1
+            }
+            #expect(mismatches == 0, "class of \(g.blockSize)-byte blocks")
+        }
+    }
+
     @Test("alignment: every power of two up to 4096 is honoured; others are refused")
     func alignment() throws {
         let pool = try Pool.createSimulated(size: 4 << 20, layout: "alloc")
@@ -301,7 +312,7 @@ struct AllocatorTests {
     func fullHints() throws {
         let pool = try Pool.createSimulated(size: 4 << 20, layout: "hint", options: PoolOptions(maxSize: 4 << 20))
         // Fill several runs of the 64-byte class completely.
-        let perRun = SizeClasses.all[SizeClasses.classIndex(size: 64, alignment: 16)!].blockCount
+        let perRun = SizeClasses.all[pool.heap.classIndex(size: 64, alignment: 16)!].blockCount
         var ptrs: [PRawPointer] = []
         for _ in 0..<(perRun * 3 + 10) { ptrs.append(try pool.allocate(bytes: 64)) }
         try pool.close()

@@ -178,10 +178,7 @@ extension Heap {
         guard e.sizeClass < SizeClasses.count else { note("run at unit \(u): size class \(e.sizeClass) does not exist"); return }
         if let p = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) { note("run at unit \(u): \(p)"); return }
         let g = geometry[e.sizeClass]
-        let words = bytes.words(unitOffset(u) + RunField.bitmap)
-        var used = 0
-        for w in 0..<g.bitmapWords { used += words[w].nonzeroBitCount }
-        used -= g.bitmapWords * 64 - g.blockCount
+        let used = usedBlocks(run: u, g)
         let free = g.blockCount - used
         let i = info(u)
         if i.kind != .run || i.sizeClass != e.sizeClass || i.length != e.length {

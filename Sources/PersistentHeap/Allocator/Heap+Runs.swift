@@ -290,7 +290,7 @@ extension Heap {
 
     /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
     func releaseLaneRuns(_ lane: Int) {
-        for c in 0..<SizeClasses.count {
+        for c in 0..<classCount {
             let slot = lane * classCount + c
             let r = Int(laneRuns[slot]) - 1
             if r >= 0 {

@@ -135,7 +135,9 @@ final class Heap: @unchecked Sendable {
 
     @inline(__always) func info(_ unit: Int) -> UnitInfo { UnitInfo(p: infoBase + unit * UnitInfo.stride) }
 
-    /// The size class for a request (1...16 KiB, power-of-two alignment), or nil for an extent.
+    /// The size class for a request of `size` bytes (1...16 KiB) and `alignment` (power of
+    /// two), or nil when only an extent can satisfy it. Reads the copies above, not
+    /// `SizeClasses` (its static arrays cost a `swift_once` and bounds checks per call).
     @inline(__always)
     func classIndex(size: Int, alignment: Int) -> Int? {
         guard size <= SizeClasses.maxSmallSize else { return nil }
@@ -327,7 +329,12 @@ final class Heap: @unchecked Sendable {
     /// header is bad. Reads only the run's own bytes.
     private func countUsed(run u: Int, entry e: UnitEntry) -> Int? {
         if runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) != nil { return nil }
-        let g = geometry[e.sizeClass]
+        return usedBlocks(run: u, geometry[e.sizeClass])
+    }
+
+    /// Allocated blocks of the run at `u` (whose header is sound), from its bitmap: set bits
+    /// minus the padding bits past the last block.
+    func usedBlocks(run u: Int, _ g: SizeClass) -> Int {
         let bitmap = bytes.words(unitOffset(u) + RunField.bitmap)
         var used = 0
         for w in 0..<g.bitmapWords { used += bitmap[w].nonzeroBitCount }

@@ -48,19 +48,6 @@ enum SizeClasses {
         return t
     }()
 
-    /// The class for a request of `size` bytes (1...maxSmallSize) and `alignment` (power of two),
-    /// or nil when only an extent can satisfy it.
-    @inline(__always)
-    static func classIndex(size: Int, alignment: Int) -> Int? {
-        guard size <= maxSmallSize else { return nil }
-        var c = Int(lookup[(size + 15) >> 4])
-        if alignment > 16 {
-            while c < count && all[c].alignment < alignment { c += 1 }
-            if c == count { return nil }
-        }
-        return c
-    }
-
     static func geometry(for blockSize: Int) -> SizeClass {
         let alignment = min(blockSize & -blockSize, Format.unitSize)
         let units = max(16, (16 * blockSize + Format.unitSize - 1) / Format.unitSize)

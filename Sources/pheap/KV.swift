@@ -144,30 +144,32 @@ struct KV: ParsableCommand {
                 FileHandle.standardError.write(Data(String(format: "\rloaded %d entries (%.0f/s)", loaded, rate).utf8))
             }
         }
+        // One line: KEY<TAB>VALUE (blank lines are skipped).
+        func take(_ bytes: Data) throws {
+            lineNumber += 1
+            if bytes.isEmpty { return }
+            let parts = String(decoding: bytes, as: UTF8.self).split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2 else {
+                throw CommandFailure(message: "\(file):\(lineNumber): expected KEY<TAB>VALUE", code: 1)
+            }
+            pending.append((String(parts[0]), String(parts[1])))
+            if pending.count >= batch { try flush() }
+        }
+        // Lines are cut out of each chunk by index; only the unfinished last line is carried
+        // over (removing every line from the front of the buffer made loading quadratic).
         var carry = Data()
         while true {
             let chunk = handle.readData(ofLength: 1 << 20)
             if chunk.isEmpty { break }
             carry.append(chunk)
-            while let nl = carry.firstIndex(of: 10) {
-                let line = String(decoding: carry[carry.startIndex..<nl], as: UTF8.self)
-                carry.removeSubrange(carry.startIndex...nl)
-                lineNumber += 1
-                if line.isEmpty { continue }
-                let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
-                guard parts.count == 2 else {
-                    throw CommandFailure(message: "\(file):\(lineNumber): expected KEY<TAB>VALUE", code: 1)
-                }
-                pending.append((String(parts[0]), String(parts[1])))
-                if pending.count >= batch { try flush() }
+            var start = carry.startIndex
+            while let nl = carry[start...].firstIndex(of: 10) {
+                try take(carry[start..<nl])
+                start = nl + 1
             }
+            carry = Data(carry[start...])
         }
-        if !carry.isEmpty {
-            lineNumber += 1
-            let parts = String(decoding: carry, as: UTF8.self).split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2 else { throw CommandFailure(message: "\(file):\(lineNumber): expected KEY<TAB>VALUE", code: 1) }
-            pending.append((String(parts[0]), String(parts[1])))
-        }
+        if !carry.isEmpty { try take(carry) }
         try flush()
         let seconds = Date().timeIntervalSince(started)
         FileHandle.standardError.write(Data(String(format: "\rloaded %d entries in %.1f s (%.0f/s)\n", loaded, seconds, Double(loaded) / max(seconds, 1e-9)).utf8))

@@ -122,12 +122,7 @@ public final class ChildProcess: @unchecked Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
         posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let envp = environmentBlock(environment)
-        defer { envp.forEach { free($0) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, executable, &actions, nil, argv, envp)
+        let (rc, child) = spawn(executable, arguments, environment, &actions)
         close(pipeFDs[1])
         guard rc == 0 else { close(pipeFDs[0]); throw ChildError.spawn("posix_spawn \(executable): \(rc)") }
         pid = child
@@ -240,12 +235,7 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    let envp = environmentBlock(environment)
-    defer { envp.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    let (rc, pid) = spawn(executable, arguments, environment, &actions)
     guard rc == 0 else { throw ChildProcess.ChildError.spawn("posix_spawn \(executable): \(rc)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -254,9 +244,22 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     return (ph_wifexited(status) != 0 ? ph_wexitstatus(status) : -ph_wtermsig(status), o, e)
 }
 
+/// `posix_spawn` of `executable` with `arguments` (argv[0] is added), this process's
+/// environment with `overrides` applied, and `actions`. Returns its result and the child's pid.
+func spawn(_ executable: String, _ arguments: [String], _ overrides: [String: String],
+           _ actions: inout posix_spawn_file_actions_t) -> (rc: Int32, pid: pid_t) {
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    let envp = environmentBlock(overrides)
+    defer { envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    return (rc, pid)
+}
+
 /// This process's environment with `overrides` applied, as a NULL-terminated `strdup`'d block
 /// for `posix_spawn` (the caller frees each entry).
-func environmentBlock(_ overrides: [String: String]) -> [UnsafeMutablePointer<CChar>?] {
+private func environmentBlock(_ overrides: [String: String]) -> [UnsafeMutablePointer<CChar>?] {
     var env = [String]()
     var i = 0
     while let e = environ[i] { env.append(String(cString: e)); i += 1 }

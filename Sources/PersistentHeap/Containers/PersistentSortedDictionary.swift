@@ -13,8 +13,8 @@
 /// ```
 ///
 /// Layout: leaves and internal nodes hold up to 255 entries in fixed slots, plus an *order*
-/// array of slot numbers sorted by key — an insertion writes one slot and shifts a few bytes of
-/// the order array, so a transaction logs little. Leaves are chained for scans. Removal does not
+/// array sorted by key (each entry: a 56-bit key prefix and a slot number) — an insertion writes
+/// one slot and shifts a few order entries, so a transaction logs little. Leaves are chained for scans. Removal does not
 /// rebalance (a leaf may become empty); ``destroy(unlinking:)`` frees every node and entry.
 ///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map

@@ -7,40 +7,70 @@ struct KVRoot: BitwiseCopyable {
     var map: PersistentSortedDictionary<String, String>.Ref
 }
 
-/// The key-value store of `pheap kv`: a PersistentSortedDictionary<String, String> in a pool
-/// created on first use.
+/// The key-value store of `pheap kv`: a PersistentSortedDictionary<String, String> in a pool.
 struct KVStore {
     static let layout = "pheap-kv"
     let pool: Pool
-    let map: PersistentSortedDictionary<String, String>
+    /// The map, or nil in a read-only store whose pool has no map yet (it reads as empty).
+    let map: PersistentSortedDictionary<String, String>?
 
-    /// Opens the pool at `path`, creating it (64 MiB, growing up to 16 GiB) if missing.
-    /// Opens read-only when asked, unless the last writer crashed mid-change: then read-write,
-    /// so that recovery runs before anything is read.
-    static func openPool(_ path: String, readOnly: Bool) throws -> Pool {
-        guard readOnly else { return try Pool.open(path: path, layout: layout) }
+    /// How a command uses the store.
+    enum Access {
+        /// Reads only: the pool must exist; it is opened read-only (read-write only when the last
+        /// writer crashed mid-change, so that recovery runs before anything is read).
+        case read
+        /// Changes: the pool must exist unless `create` (then a 64 MiB pool growing up to
+        /// 16 GiB is created on first use).
+        case write(create: Bool)
+    }
+
+    /// Opens `path` read-only, or read-write when an interrupted operation must be recovered.
+    /// (Written without `catch … where`: that shape, inside an initializer, crashes
+    /// swift-frontend 6.3.1 with typed throws.)
+    static func openForReading(_ path: String) throws -> Pool {
         do {
             return try Pool.open(path: path, layout: layout, options: PoolOptions(readOnly: true))
-        } catch where error.code == .readOnly {
+        } catch {
+            guard error.code == .readOnly else { throw error }
             return try Pool.open(path: path, layout: layout)
         }
     }
 
-    init(path: String, readOnly requested: Bool = false) throws {
-        var readOnly = requested
-        if FileManager.default.fileExists(atPath: path) {
-            pool = try KVStore.openPool(path, readOnly: readOnly)
-            readOnly = pool.isReadOnly
-        } else {
-            if readOnly { throw CommandFailure(message: "\(path): no such pool file", code: 1) }
-            pool = try Pool.create(path: path, size: 64 << 20, layout: KVStore.layout,
-                                   options: PoolOptions(maxSize: 16 << 30, growthStep: 64 << 20))
+    /// Opens the pool at `path` for `access`.
+    init(path: String, access: Access) throws {
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        if exists && isDirectory.boolValue { throw CommandFailure(message: "\(path): is a directory, not a pool file", code: 1) }
+        switch access {
+        case .read:
+            guard exists else {
+                throw CommandFailure(message: "\(path): no such pool file (put, load or --create make one)", code: 1)
+            }
+            pool = try KVStore.openForReading(path)
+        case .write(let create):
+            if exists {
+                pool = try Pool.open(path: path, layout: KVStore.layout)
+            } else if create {
+                pool = try Pool.create(path: path, size: 64 << 20, layout: KVStore.layout,
+                                       options: PoolOptions(maxSize: 16 << 30, growthStep: 64 << 20))
+            } else {
+                throw CommandFailure(message: "\(path): no such pool file", code: 1)
+            }
         }
-        if readOnly {
-            guard let root = pool.rootPointer else { throw CommandFailure(message: "\(path): empty pool", code: 1) }
-            map = PersistentSortedDictionary(pool, ref: try pool.load(root.assumingType(KVRoot.self)).map)
-        } else {
-            map = try PersistentSortedDictionary<String, String>.open(pool, at: try pool.root(KVRoot.self).field(\.map))
+        do {
+            if pool.isReadOnly {
+                if let root = pool.rootPointer {
+                    let ref = try pool.load(root.assumingType(KVRoot.self)).map
+                    map = ref.isNull ? nil : PersistentSortedDictionary(pool, ref: ref)
+                } else {
+                    map = nil
+                }
+            } else {
+                map = try PersistentSortedDictionary<String, String>.open(pool, at: try pool.root(KVRoot.self).field(\.map))
+            }
+        } catch {
+            try? pool.close()
+            throw error
         }
     }
 }
@@ -62,7 +92,7 @@ struct KV: ParsableCommand {
             Keys are ordered by their UTF-8 bytes.
             """)
 
-    @Argument(help: "The pool file (created on first use).")
+    @Argument(help: "The pool file (put and load create it when missing).")
     var path: String
 
     @Argument(help: "put, get, delete, scan, count or load.")
@@ -73,6 +103,9 @@ struct KV: ParsableCommand {
 
     @Option(help: "load: lines per transaction.")
     var batch = 64
+
+    @Flag(help: "Create the pool if it does not exist (put and load always do).")
+    var create = false
 
     func validate() throws {
         let counts: [String: ClosedRange<Int>] = ["put": 2...2, "get": 1...1, "delete": 1...1, "scan": 0...2, "count": 0...0, "load": 1...1]
@@ -86,33 +119,37 @@ struct KV: ParsableCommand {
     }
 
     func run() throws {
-        let readOnly = ["get", "scan", "count"].contains(action) && FileManager.default.fileExists(atPath: path)
-        let store = try KVStore(path: path, readOnly: readOnly)
+        let access: KVStore.Access
+        switch action {
+        case "get", "scan", "count": access = create ? .write(create: true) : .read
+        case "delete": access = .write(create: create)
+        default: access = .write(create: true)
+        }
+        let store = try KVStore(path: path, access: access)
         defer { try? store.pool.close() }
-        let map = store.map
         switch action {
         case "put":
-            try map.updateValue(arguments[1], forKey: arguments[0])
+            try store.map?.updateValue(arguments[1], forKey: arguments[0])
         case "get":
-            guard let v = try map.value(forKey: arguments[0]) else {
+            guard let v = try store.map?.value(forKey: arguments[0]) else {
                 throw CommandFailure(message: "\(arguments[0]): not found", code: 1)
             }
             print(v)
         case "delete":
-            if try map.removeValue(forKey: arguments[0]) == nil {
+            if try store.map?.removeValue(forKey: arguments[0]) == nil {
                 throw CommandFailure(message: "\(arguments[0]): not found", code: 1)
             }
         case "scan":
             let out = FileHandle.standardOutput
             var buffer = ""
-            try map.forEach(from: arguments.first, to: arguments.count > 1 ? arguments[1] : nil) { k, v in
+            try store.map?.forEach(from: arguments.first, to: arguments.count > 1 ? arguments[1] : nil) { k, v in
                 buffer += "\(k)\t\(v)\n"
                 if buffer.utf8.count > 1 << 16 { out.write(Data(buffer.utf8)); buffer = "" }
                 return true
             }
             out.write(Data(buffer.utf8))
         case "count":
-            print(map.count)
+            print(try store.map?.count ?? 0)
         case "load":
             try load(file: arguments[0], into: store)
         default:
@@ -121,8 +158,14 @@ struct KV: ParsableCommand {
     }
 
     private func load(file: String, into store: KVStore) throws {
+        guard let map = store.map else { throw CommandFailure(message: "\(path): the store has no map", code: 1) }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) else {
+            throw CommandFailure(message: "\(file): no such file", code: 1)
+        }
+        guard !isDirectory.boolValue else { throw CommandFailure(message: "\(file): is a directory, not a TSV file", code: 1) }
         guard let handle = FileHandle(forReadingAtPath: file) else {
-            throw CommandFailure(message: "\(file): cannot read", code: 1)
+            throw CommandFailure(message: "\(file): cannot read (permission denied?)", code: 1)
         }
         defer { try? handle.close() }
         let started = Date()
@@ -133,7 +176,7 @@ struct KV: ParsableCommand {
             guard !pending.isEmpty else { return }
             let items = pending
             try store.pool.transaction { _ in
-                for (k, v) in items { try store.map.updateValue(v, forKey: k) }
+                for (k, v) in items { try map.updateValue(v, forKey: k) }
             }
             loaded += items.count
             pending.removeAll(keepingCapacity: true)
@@ -159,8 +202,13 @@ struct KV: ParsableCommand {
         // over (removing every line from the front of the buffer made loading quadratic).
         var carry = Data()
         while true {
-            let chunk = handle.readData(ofLength: 1 << 20)
-            if chunk.isEmpty { break }
+            let chunk: Data
+            do {
+                guard let c = try handle.read(upToCount: 1 << 20), !c.isEmpty else { break }
+                chunk = c
+            } catch {
+                throw CommandFailure(message: "\(file): cannot read: \(error.localizedDescription)", code: 1)
+            }
             carry.append(chunk)
             var start = carry.startIndex
             while let nl = carry[start...].firstIndex(of: 10) {

@@ -10,20 +10,31 @@ struct PHeap: ParsableCommand {
         abstract: "Create, inspect and check PersistentHeap pools.",
         subcommands: [Create.self, Info.self, Check.self, Stats.self, KV.self, Demo.self])
 
-    /// Runs the command; errors become one line on stderr and a non-zero exit status.
+    /// Runs the command; errors become one line on stderr and a non-zero exit status: bad
+    /// arguments point at the subcommand's help, failures say what failed (no backtrace).
     static func main() {
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) } // --help, --version
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            let args = CommandLine.arguments.dropFirst()
+            let sub = configuration.subcommands.map { $0._commandName }.first { args.first == $0 }
+            fail("\(message) (see 'pheap \(sub.map { "\($0) " } ?? "")--help')", code: code.rawValue)
+        }
+        do {
             try command.run()
         } catch let error as PoolError {
             fail("\(error)", code: 1)
         } catch let error as CommandFailure {
             fail(error.message, code: error.code)
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
         } catch {
-            let code = exitCode(for: error)
-            if code == .success { exit(withError: error) } // --help, --version
-            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            fail("\(message) (see 'pheap --help')", code: code.rawValue)
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            fail(message, code: 1)
         }
     }
 

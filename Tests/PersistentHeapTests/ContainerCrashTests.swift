@@ -125,7 +125,7 @@ struct ContainerCrashTests {
         let history = History(model)
         let inFlight = Mutex<[Int]?>(nil)
         var rng = RepeatableRandomNumberGenerator(seed: 53)
-        let read: @Sendable (Pool) throws -> [Int] = { p in Array(try PersistentArray<Int>.open(p, at: try p.root(ContainerRoot.self).field(\.array))) }
+        let read: @Sendable (Pool) throws -> [Int] = { p in try PersistentArray<Int>.open(p, at: try p.root(ContainerRoot.self).field(\.array)).elements() }
         let destroy: @Sendable (Pool) throws -> Void = { p in
             try PersistentArray<Int>.open(p, at: try p.root(ContainerRoot.self).field(\.array)).destroy(unlinking: try p.root(ContainerRoot.self).field(\.array))
         }

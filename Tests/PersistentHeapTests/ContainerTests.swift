@@ -54,14 +54,18 @@ struct ContainerTests {
             default:
                 if Int.random(in: 0..<50, using: &rng) == 0 { try a.removeAll(keepingCapacity: Bool.random(using: &rng)); model.removeAll() }
             }
-            if step % 250 == 0 { #expect(Array(a) == model) }
+            if step % 250 == 0 { #expect(try a.elements() == model) }
         }
-        #expect(Array(a) == model)
-        #expect(a.count == model.count)
-        #expect(a.map { $0 * 2 } == model.map { $0 * 2 })
-        #expect(a.first(where: { $0 < 0 }) == model.first(where: { $0 < 0 }))
+        #expect(try a.elements() == model)
+        #expect(try a.count == model.count)
+        var iterated: [Int] = []
+        var it = a.makeIterator()
+        while let x = try it.next() { iterated.append(x) }
+        #expect(iterated == model)
+        if !model.isEmpty { #expect(try a[model.count - 1] == model[model.count - 1]) }
+        #expect(try a.validate().isEmpty)
         let again = try Pool.openSimulated(image: pool.simulatedMedia!.durableImage(), layout: "containers")
-        #expect(Array(try PersistentArray<Int>.open(again, at: try again.root(ContainerRoot.self).field(\.array))) == model)
+        #expect(try PersistentArray<Int>.open(again, at: try again.root(ContainerRoot.self).field(\.array)).elements() == model)
         try a.destroy(unlinking: root.field(\.array))
         let report = try pool.check()
         #expect(report.isConsistent, "\(report.findings)")
@@ -91,9 +95,11 @@ struct ContainerTests {
                 #expect(Dictionary(uniqueKeysWithValues: try d.entries().map { ($0.key, $0.value) }) == model)
             }
         }
-        #expect(d.count == model.count && s.count == smodel.count)
-        for (k, v) in model { #expect(d[k] == v) }
-        for (k, v) in smodel { #expect(s[k] == v) }
+        #expect(try d.count == model.count && s.count == smodel.count)
+        for (k, v) in model { #expect(try d[k] == v) }
+        for (k, v) in smodel { #expect(try s[k] == v) }
+        #expect(try d.validate().isEmpty)
+        #expect(try s.validate().isEmpty)
         #expect(Dictionary(uniqueKeysWithValues: try s.entries().map { ($0.key, $0.value) }) == smodel)
         #expect(try pool.check().isConsistent)
         try d.destroy(unlinking: root.field(\.map))
@@ -120,10 +126,14 @@ struct ContainerTests {
             if step % 800 == 0 { #expect(try m.validate().isEmpty) }
         }
         let keys = model.keys.sorted(by: utf8Less)
-        #expect(m.map(\.key) == keys)
-        #expect(m.count == model.count)
-        for k in keys.prefix(200) { #expect(m[k] == model[k]) }
-        #expect(m["not-there-" + String(repeating: "z", count: 30)] == nil)
+        #expect(try m.scan().map(\.key) == keys)
+        var iterated: [String] = []
+        var it = m.makeIterator()
+        while let (k, _) = try it.next() { iterated.append(k) }
+        #expect(iterated == keys)
+        #expect(try m.count == model.count)
+        for k in keys.prefix(200) { #expect(try m[k] == model[k]) }
+        #expect(try m["not-there-" + String(repeating: "z", count: 30)] == nil)
         // Range scans.
         for _ in 0..<50 {
             let a = randomString(&rng, maxLength: 3), b = randomString(&rng, maxLength: 3)
@@ -150,7 +160,7 @@ struct ContainerTests {
             try m.updateValue(k * 3, forKey: k)
             model[k] = k * 3
         }
-        #expect(m.map(\.key) == model.keys.sorted())
+        #expect(try m.scan().map(\.key) == model.keys.sorted())
         #expect(try m.scan(from: -10, to: 10).map(\.value) == model.keys.sorted().filter { $0 >= -10 && $0 < 10 }.map { $0 * 3 })
         #expect(try m.validate().isEmpty)
     }
@@ -167,23 +177,24 @@ struct ContainerTests {
                 try d.updateValue(a.ref, forKey: k)
             }
         }
-        for k in 0..<10 { #expect(Array(PersistentArray<Int>(pool, ref: d[k]!)) == (0..<k).map { $0 * k }) }
+        for k in 0..<10 { #expect(try PersistentArray<Int>(pool, ref: try #require(try d[k])).elements() == (0..<k).map { $0 * k }) }
+        #expect(try d.validate().isEmpty, "the deep check walks the nested arrays too")
         // A user transaction that changes two containers and then fails: neither changes.
         let s = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.sorted))
         try s.updateValue("v", forKey: "keep")
         #expect(throws: TestFailure(tag: 3)) {
             try pool.transaction { _ in
                 try s.updateValue("lost", forKey: "temp")
-                try PersistentArray<Int>(pool, ref: d[3]!).append(99)
-                #expect(s["temp"] == "lost", "reads inside the transaction see its writes")
+                try PersistentArray<Int>(pool, ref: try #require(try d[3])).append(99)
+                #expect(try s["temp"] == "lost", "reads inside the transaction see its writes")
                 throw TestFailure(tag: 3)
             }
         }
-        #expect(s["temp"] == nil && s.count == 1)
-        #expect(PersistentArray<Int>(pool, ref: d[3]!).count == 3)
+        #expect(try s["temp"] == nil && s.count == 1)
+        #expect(try PersistentArray<Int>(pool, ref: try #require(try d[3])).count == 3)
         #expect(try pool.check().isConsistent)
         // Freeing: inner arrays first, then the dictionary.
-        for (_, ref) in d { try PersistentArray<Int>(pool, ref: ref).destroy() }
+        try d.forEach { _, ref in try PersistentArray<Int>(pool, ref: ref).destroy() }
         try d.destroy(unlinking: root.field(\.nested))
         try s.destroy(unlinking: root.field(\.sorted))
         #expect(try pool.stats().objects == 1)

@@ -72,9 +72,9 @@ extension Heap {
         while u < units {
             let e = tableEntry(u)
             guard e.isWellFormed else { note("unit \(u): malformed table entry 0x\(String(e.raw, radix: 16)); walk stopped"); break }
-            guard e.length <= units - u else { note("unit \(u): extent of \(e.length) units runs past the end (\(units))"); break }
+            guard e.length <= units - u, let kind = e.kind else { note("unit \(u): extent of \(e.length) units runs past the end (\(units))"); break }
             let n = e.length
-            switch e.kind! {
+            switch kind {
             case .free:
                 if let last = persistentFree.last, last.0 + last.1 == u {
                     persistentFree[persistentFree.count - 1].1 += n
@@ -161,13 +161,20 @@ extension Heap {
         }
 
         // 6. Lanes' extension slots are empty outside a commit.
-        for lane in 0..<laneCount where bytes.u64(laneLogOffset(lane) + LaneLayout.extensionSlot) != 0 {
-            note("lane \(lane): a log extension block is still linked")
+        for lane in 0..<laneCount {
+            let slot = extensionSlot(lane)
+            let x = Int(truncatingIfNeeded: bytes.u64(slot))
+            if x == 0 { continue }
+            if isExtensionBlock(x, slot: slot) {
+                note("lane \(lane): a log extension block is still linked")
+            } else {
+                note("lane \(lane): the extension slot holds 0x\(String(UInt(bitPattern: x), radix: 16)), which is not a log extension block")
+            }
         }
 
         // 7. The root slot.
-        let root = Int(bytes.u64(rootSlot))
-        if root != 0 && (try? locate(root)) == nil { note("the root slot holds \(root), which is not a live allocation") }
+        let root = Int(truncatingIfNeeded: bytes.u64(rootSlot))
+        if root != 0 && (try? locate(root)) == nil { note("the root slot holds 0x\(String(UInt(bitPattern: root), radix: 16)), which is not a live allocation") }
 
         stats.sizeClasses = classStats.compactMap { $0 }
         return CheckReport(findings: findings, stats: stats)

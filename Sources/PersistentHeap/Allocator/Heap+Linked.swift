@@ -131,19 +131,14 @@ extension Heap {
         }
     }
 
-    /// Checks that `slot` can hold a persistent pointer written by the allocator: in the heap,
-    /// the root slot, or (internal use) a lane's extension slot.
+    /// Checks that `slot`, given by the application, can hold a persistent pointer written by
+    /// a linked operation: 8-byte aligned, in the heap (not in a run's header or bitmap) or the
+    /// root slot. The headers, the state page and the lanes are refused.
     @inline(__always)
     func validateSlot(_ slot: Int) throws(PoolError) {
-        guard slot & 7 == 0, isSlotRange(slot, count: 8) || isExtensionSlot(slot) else {
-            throw PoolError(.invalidPointer, "slot offset \(slot) is not an 8-byte aligned location in the heap or the root slot")
+        guard slot & 7 == 0, slot == StateField.rootSlot || (inHeap(slot, 8) && !isRunMetadata(slot)) else {
+            throw PoolError(.invalidPointer, "slot offset \(slot) is not an 8-byte aligned location in an object of the heap or the root slot")
         }
-    }
-
-    @inline(__always)
-    func isExtensionSlot(_ slot: Int) -> Bool {
-        let rel = slot - laneOffset
-        return rel >= 0 && rel < lanes.count * Format.laneSize && rel % Format.laneSize == LaneLayout.extensionSlot
     }
 
     /// Commits, applies and retires `log` in `lane` (fence 1, fence 2, deferred retirement).
@@ -156,9 +151,9 @@ extension Heap {
 
     /// Allocates `size` bytes, lets `initialize` fill them (or zeroes them), and stores the new
     /// offset in the 8-byte `slot`: after a crash, either both happened or neither.
+    /// `slot` must be valid (``validateSlot(_:)`` for the application's slots).
     func allocateLinked(size: Int, alignment: Int, slot: Int, zeroed: Bool,
                         initialize: ((UnsafeMutableRawPointer, Int) -> Void)?) throws(PoolError) -> Int {
-        try validateSlot(slot)
         let lane = currentLane()
         let (pending, x) = try prepareAllocation(size: size, alignment: alignment, lane: lane)
         let usable: Int
@@ -182,10 +177,10 @@ extension Heap {
         return x
     }
 
-    /// Frees the allocation `slot` points at and clears the slot, atomically. A null slot is a no-op.
+    /// Frees the allocation `slot` points at and clears the slot, atomically. A null slot is a
+    /// no-op. The slot's value is untrusted: `locate` refuses anything but a live allocation.
     func freeLinked(slot: Int) throws(PoolError) {
-        try validateSlot(slot)
-        let x = Int(bytes.atomicLoad(slot))
+        let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot))
         guard x != 0 else { return }
         let lane = currentLane()
         let loc = try locate(x)
@@ -206,8 +201,7 @@ extension Heap {
     /// (with the old contents, the rest zeroed), and exactly that one is allocated.
     /// Returns the new offset (the same one when the block is already large enough).
     func reallocateLinked(slot: Int, size: Int, alignment: Int) throws(PoolError) -> Int {
-        try validateSlot(slot)
-        let x = Int(bytes.atomicLoad(slot))
+        let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot))
         if x == 0 { return try allocateLinked(size: size, alignment: alignment, slot: slot, zeroed: true, initialize: nil) }
         let old = try locate(x)
         let oldSize = usableSize(old)

@@ -181,10 +181,29 @@ final class Heap: @unchecked Sendable {
                         laneOffset: laneOffset, laneCount: lanes.count)
     }
 
-    /// Whether `offset..<offset+count` is a place a persistent slot may live: the state page or the heap.
-    func isSlotRange(_ offset: Int, count: Int) -> Bool {
-        (offset >= heapOffset && offset + count <= poolEnd)
-            || (offset >= Format.statePageOffset && offset + count <= Format.statePageOffset + Format.page)
+    /// Whether `[offset, offset+count)` lies inside the heap. Overflow-safe for any `offset`
+    /// and `count` (both may come from a damaged pool).
+    @inline(__always)
+    func inHeap(_ offset: Int, _ count: Int) -> Bool {
+        let end = poolEnd
+        return offset >= heapOffset && count >= 0 && offset <= end && count <= end - offset
+    }
+
+    /// Whether `[offset, offset+count)` is persistent memory the application may change: the
+    /// heap, or exactly the root slot (not the rest of the state page, the headers or the lanes).
+    @inline(__always)
+    func isUserRange(_ offset: Int, count: Int) -> Bool {
+        inHeap(offset, count) || (offset == StateField.rootSlot && count == 8)
+    }
+
+    /// Whether `offset` lies in the header or bitmap of a run (allocator metadata inside the heap).
+    @inline(__always)
+    func isRunMetadata(_ offset: Int) -> Bool {
+        let u = (offset - heapOffset) >> Format.unitShift
+        let s = Int(startOf[u])
+        let i = info(s)
+        guard i.kind == .run || i.kind == .retiring, s <= u, u < s + i.length else { return false }
+        return offset - unitOffset(s) < geometry[i.sizeClass].dataOffset
     }
 
     @inline(__always) func lockClass(_ c: Int) { ph_spin_lock(classLocks + c * Heap.lockStride) }
@@ -248,7 +267,7 @@ final class Heap: @unchecked Sendable {
             }
         }
         for (k, (u, e)) in extents.enumerated() {
-            switch e.kind! {
+            switch e.kind ?? .none {
             case .free:
                 addFreeExtent(u, length: e.length, punched: false)
             case .used:
@@ -281,7 +300,8 @@ final class Heap: @unchecked Sendable {
                 ph_atomic_store_i32(i.freeCount, Int32(g.blockCount - usedBlocks))
                 if usedBlocks < g.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
             case .none:
-                fatalError("unreachable: isWellFormed excludes none")
+                // Excluded by `isWellFormed` in the first pass; refused rather than trusted.
+                throw PoolError(.corrupted, "unit table entry \(u) has no kind")
             }
         }
     }

@@ -16,6 +16,16 @@ struct PoolBytes {
     @inline(__always) func words(_ offset: Int) -> UnsafeMutablePointer<UInt64> {
         (base + offset).assumingMemoryBound(to: UInt64.self)
     }
+    /// Copies `source` to pool offset `offset`.
+    func copy(_ source: [UInt8], to offset: Int) {
+        source.withUnsafeBytes { src in
+            if let from = src.baseAddress { (base + offset).copyMemory(from: from, byteCount: src.count) }
+        }
+    }
+    /// The `count` bytes at pool offset `offset`.
+    func read(_ offset: Int, count: Int) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: base + offset, count: count))
+    }
     /// Atomic 8-byte store (release): a single-word commit point.
     @inline(__always) func atomicStore(_ offset: Int, _ v: UInt64) { ph_atomic_store_u64(words(offset), v) }
     @inline(__always) func atomicLoad(_ offset: Int) -> UInt64 { ph_atomic_load_u64(words(offset)) }

@@ -155,9 +155,12 @@ struct RedoLog {
                 var i = LogField.payload
                 while i < LogField.payload + inlineUsed {
                     let w0 = w.load(fromByteOffset: i, as: UInt64.self)
-                    let e = Entry(op: LogOp(rawValue: UInt8(w0 >> 56))!, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
-                                  operand: w.load(fromByteOffset: i + 8, as: UInt64.self), at: lane + i)
-                    RedoLog.perform(e, bytes: bytes, persistence: persistence)
+                    // Entries staged by this process: always a known op.
+                    if let op = LogOp(rawValue: UInt8(w0 >> 56)) {
+                        let e = Entry(op: op, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
+                                      operand: w.load(fromByteOffset: i + 8, as: UInt64.self), at: lane + i)
+                        RedoLog.perform(e, bytes: bytes, persistence: persistence)
+                    }
                     i += 16
                 }
             }
@@ -193,6 +196,14 @@ struct RedoLog {
         var size: Int { op == .writeBytes ? RedoLog.bytesEntrySize(Int(operand)) : 16 }
         /// Pool offset of the data of a byte write.
         var dataOffset: Int { at + 16 }
+        /// Bytes the entry changes at `offset` (nil for entries without an effect).
+        var targetBytes: Int? {
+            switch op {
+            case .write8, .or64, .andNot64: return 8
+            case .writeBytes: return Int(operand)
+            case .extend, .verify: return nil
+            }
+        }
     }
 
     /// Performs one entry and flushes what it touched.
@@ -228,14 +239,15 @@ struct RedoLog {
     }
 
     /// Walks the entries of a log of `total` payload bytes (extension jumps are followed and
-    /// not reported). For a log that passed ``validate(bytes:lane:allowed:)`` only.
+    /// not reported). For a log that passed ``validate(bytes:lane:size:allowed:)`` (or one this
+    /// process wrote) only; stops at an unknown op rather than trusting it.
     static func forEachEntry(bytes: PoolBytes, lane: Int, total: Int, _ body: (Entry) -> Void) {
         var at = lane + LogField.payload
         var consumed = 0
         while consumed < total {
             let w0 = bytes.u64(at)
-            let e = Entry(op: LogOp(rawValue: UInt8(w0 >> 56))!, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
-                          operand: bytes.u64(at + 8), at: at)
+            guard let op = LogOp(rawValue: UInt8(w0 >> 56)) else { return }
+            let e = Entry(op: op, offset: Int(w0 & 0x00ff_ffff_ffff_ffff), operand: bytes.u64(at + 8), at: at)
             consumed += e.size
             if e.op == .extend { at = e.offset; continue }
             body(e)

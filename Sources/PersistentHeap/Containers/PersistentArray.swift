@@ -9,12 +9,17 @@
 /// struct Root: BitwiseCopyable { var samples: PersistentArray<Double>.Ref }
 /// let samples = try PersistentArray<Double>.open(pool, at: root.field(\.samples))
 /// try samples.append(3.5)
-/// let mean = samples.reduce(0, +) / Double(samples.count)
+/// let mean = try samples.elements().reduce(0, +) / Double(try samples.count)
 /// ```
+///
+/// Reads throw: the array lives in a file, and a damaged file makes a read fail with
+/// ``PoolError/Code/corrupted`` instead of crashing the process. That is why the handle is not a
+/// Swift `Collection` (whose requirements cannot throw): use ``count``, the throwing
+/// ``subscript(_:)``, ``forEach(_:)``, ``elements()`` (a copy) or an ``Iterator``.
 ///
 /// Thread safety: concurrent reads are safe; a thread changing the array must not race with
 /// others using it (guard it with a ``PMutex``).
-public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection {
+public struct PersistentArray<Element: BitwiseCopyable> {
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
@@ -47,24 +52,37 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
         PersistentArray(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
     }
 
+    static var stride: Int { MemoryLayout<Element>.stride }
+
+    /// The header, validated: `0 ≤ count ≤ capacity`, the storage null exactly when the capacity
+    /// is 0, and `capacity` elements no larger than the pool.
     func header(_ r: ContainerReader) throws -> Header {
         let h = try r.load(ref)
-        guard h.count >= 0, h.count <= h.capacity, h.capacity == 0 || !h.storage.isNull else {
-            throw PoolError(.corrupted, "array header at \(ref) holds count \(h.count), capacity \(h.capacity)", path: pool.path)
+        let (bytes, overflow) = h.capacity.multipliedReportingOverflow(by: Swift.max(Self.stride, 1))
+        guard h.count >= 0, h.count <= h.capacity, !overflow, bytes <= pool.size,
+              h.storage.isNull == (h.capacity == 0) else {
+            throw corrupted(pool, "array header", at: Int(truncatingIfNeeded: ref.offset),
+                            "count \(h.count), capacity \(h.capacity), storage \(h.storage.offset)")
         }
         return h
     }
 
-    // MARK: Collection
+    // MARK: Reading
 
-    public var startIndex: Int { 0 }
-    public var endIndex: Int {
-        do { return try header(ContainerReader(pool)).count } catch { containerFailure(error) }
+    /// The number of elements.
+    public var count: Int {
+        get throws { try header(ContainerReader(pool)).count }
     }
 
-    /// The element at `i`. Traps when `i` is out of bounds.
+    /// Whether the array is empty.
+    public var isEmpty: Bool {
+        get throws { try count == 0 }
+    }
+
+    /// The element at `i`.
+    /// - Throws: `invalidArgument` for an index out of bounds, `corrupted` for a damaged array.
     public subscript(i: Int) -> Element {
-        do { return try element(at: i) } catch { containerFailure(error) }
+        get throws { try element(at: i) }
     }
 
     /// The element at `i`, or an error for an index out of bounds.
@@ -77,15 +95,75 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
         return try r.load(h.storage.advanced(by: i))
     }
 
+    /// Calls `body` with every element in order; stops at the first error (from `body` or a
+    /// damaged array) and rethrows it.
+    public func forEach(_ body: (Element) throws -> Void) throws {
+        let r = ContainerReader(pool)
+        let h = try header(r)
+        for i in 0..<h.count { try body(try r.load(h.storage.advanced(by: i))) }
+    }
+
+    /// A copy of every element, in order.
+    public func elements() throws -> [Element] {
+        var out: [Element] = []
+        out.reserveCapacity(try count)
+        try forEach { out.append($0) }
+        return out
+    }
+
+    /// An iterator whose `next()` throws (a damaged array), over the elements in order. It reads
+    /// the array as it is at each step.
+    public struct Iterator {
+        let array: PersistentArray
+        var index = 0
+        /// The next element, or nil after the last.
+        public mutating func next() throws -> Element? {
+            let r = ContainerReader(array.pool)
+            let h = try array.header(r)
+            guard index < h.count else { return nil }
+            defer { index += 1 }
+            return try r.load(h.storage.advanced(by: index))
+        }
+    }
+
+    /// An iterator over the elements: `var it = array.makeIterator(); while let x = try it.next() { … }`.
+    public func makeIterator() -> Iterator { Iterator(array: self) }
+
+    // MARK: Deep check
+
+    /// Walks the whole array: the header, the storage block (a live allocation large enough
+    /// for the capacity) and every element's owned data. Returns the problems found (empty when
+    /// sound).
+    public func validate() throws -> [String] {
+        try pool.checkOpen()
+        var check = ContainerCheck(pool: pool)
+        validate(into: &check)
+        return check.problems
+    }
+
+    /// The deep check, recording into `check` (shared with enclosing containers).
+    public func validate(into check: inout ContainerCheck) {
+        guard check.firstVisit(ref.raw, "array header"),
+              check.checkBlock(ref.raw, bytes: MemoryLayout<Header>.size, "array header") else { return }
+        check.catching("array at \(ref.offset)") { check in
+            let h = try header(ContainerReader(pool))
+            guard h.capacity > 0 else { return }
+            guard check.firstVisit(h.storage.raw, "array storage"),
+                  check.checkBlock(h.storage.raw, bytes: h.capacity * Self.stride, "array storage") else { return }
+        }
+    }
+
     // MARK: Changes (each one atomic)
 
     private func grow(_ tx: Transaction, _ h: inout Header, to minimum: Int) throws {
         guard minimum > h.capacity else { return }
         let capacity = Swift.max(minimum, h.capacity * 2, 4)
-        let stride = MemoryLayout<Element>.stride
+        let stride = Swift.max(MemoryLayout<Element>.stride, 1)
+        let (bytes, overflow) = capacity.multipliedReportingOverflow(by: stride)
+        guard !overflow else { throw PoolError(.invalidArgument, "\(capacity) elements of \(Element.self) overflow", path: pool.path) }
         let old = h.storage, count = h.count
         let r = ContainerReader(pool, tx)
-        let storage = try tx.allocate(bytes: capacity * stride, alignment: MemoryLayout<Element>.alignment) { buf in
+        let storage = try tx.allocate(bytes: bytes, alignment: MemoryLayout<Element>.alignment) { buf in
             for i in 0..<count { buf.storeBytes(of: try r.load(old.advanced(by: i)), toByteOffset: i * stride, as: Element.self) }
         }
         if !old.isNull { try tx.free(old) }
@@ -111,7 +189,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
         guard !items.isEmpty else { return }
         try pool.transaction { tx in
             var h = try header(ContainerReader(pool, tx))
-            try grow(tx, &h, to: h.count + items.count)
+            try grow(tx, &h, to: h.count &+ items.count)
             let stride = MemoryLayout<Element>.stride
             try tx.withMutableBytes(of: h.storage.advanced(by: h.count).raw, count: items.count * stride) { buf in
                 for (i, e) in items.enumerated() { buf.storeBytes(of: e, toByteOffset: i * stride, as: Element.self) }
@@ -126,7 +204,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     public func insert(_ element: Element, at i: Int) throws {
         try pool.transaction { tx in
             var h = try header(ContainerReader(pool, tx))
-            guard i >= 0 && i <= h.count else { throw PoolError(.invalidArgument, "insertion index \(i) out of bounds (count \(h.count))") }
+            guard i >= 0 && i <= h.count else { throw PoolError(.invalidArgument, "insertion index \(i) out of bounds (count \(h.count))", path: pool.path) }
             try grow(tx, &h, to: h.count + 1)
             let stride = MemoryLayout<Element>.stride
             try tx.withMutableBytes(of: h.storage.advanced(by: i).raw, count: (h.count - i + 1) * stride) { buf in
@@ -144,7 +222,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     public func remove(at i: Int) throws -> Element {
         try pool.transaction { tx -> Element in
             var h = try header(ContainerReader(pool, tx))
-            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))") }
+            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
             let stride = MemoryLayout<Element>.stride
             let removed = try tx.read(h.storage.advanced(by: i))
             if i < h.count - 1 {
@@ -161,8 +239,8 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     /// Removes and returns the last element.
     @discardableResult
     public func removeLast() throws -> Element {
-        let n = count
-        guard n > 0 else { throw PoolError(.invalidArgument, "removeLast on an empty array") }
+        let n = try count
+        guard n > 0 else { throw PoolError(.invalidArgument, "removeLast on an empty array", path: pool.path) }
         return try remove(at: n - 1)
     }
 
@@ -170,7 +248,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     public func set(_ element: Element, at i: Int) throws {
         try pool.transaction { tx in
             let h = try header(ContainerReader(pool, tx))
-            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))") }
+            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
             try tx.write(element, to: h.storage.advanced(by: i))
         }
     }
@@ -179,7 +257,7 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     public func update<R>(at i: Int, _ body: (inout Element) throws -> R) throws -> R {
         try pool.transaction { tx -> R in
             let h = try header(ContainerReader(pool, tx))
-            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))") }
+            guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
             return try tx.update(h.storage.advanced(by: i), body)
         }
     }
@@ -220,4 +298,8 @@ public struct PersistentArray<Element: BitwiseCopyable>: RandomAccessCollection 
     }
 }
 
-extension PersistentArray.Header: PersistentValue {}
+extension PersistentArray.Header: PersistentValue, ContainerHeader {
+    static func validateContainer(at ref: PRawPointer, in check: inout ContainerCheck) {
+        PersistentArray(check.pool, ref: ref.assumingType(Self.self)).validate(into: &check)
+    }
+}

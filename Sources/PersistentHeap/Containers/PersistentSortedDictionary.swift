@@ -17,9 +17,12 @@
 /// one slot and shifts a few order entries, so a transaction logs little. Leaves are chained for scans. Removal does not
 /// rebalance (a leaf may become empty); ``destroy(unlinking:)`` frees every node and entry.
 ///
+/// Reads throw (``PoolError/Code/corrupted`` for a damaged pool, never a crash), so the map is
+/// not a Swift `Sequence`: iterate with ``forEach(from:to:_:)``, an ``Iterator`` or ``scan(from:to:limit:)``.
+///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map
 /// (guard it with a ``PMutex``).
-public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue>: Sequence {
+public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue> {
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
@@ -89,14 +92,31 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     }
 
 
+    /// A node read through a reader. `node(_:_:)` validated its kind, its count (≤ capacity)
+    /// and that its whole byte range lies in the heap; every slot number read from its order
+    /// array is checked against the capacity before it is used (`slot(_:)`).
     struct Node {
         let offset: Int
         let r: ContainerReader
-        var isLeaf: Bool { get throws { try r.load(UInt32.self, at: offset) == 1 } }
-        var count: Int { get throws { Int(try r.load(UInt32.self, at: offset + 4)) } }
+        let isLeaf: Bool
+        let layout: Layout
+        var count: Int {
+            get throws {
+                let c = Int(try r.load(UInt32.self, at: offset + 4))
+                guard c <= layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "claims \(c) entries (capacity \(layout.capacity))") }
+                return c
+            }
+        }
         var link: PRawPointer { get throws { try r.load(PRawPointer.self, at: offset + 8) } }
-        func entry(_ i: Int) throws -> UInt64 { try r.load(UInt64.self, at: offset + 64 + i * 8) }
-        func slot(_ i: Int) throws -> Int { Int(try entry(i) & 0xff) }
+        func entry(_ i: Int) throws -> UInt64 {
+            guard i >= 0, i < layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "order index \(i) out of range") }
+            return try r.load(UInt64.self, at: offset + 64 + i * 8)
+        }
+        func slot(_ i: Int) throws -> Int {
+            let s = Int(try entry(i) & 0xff)
+            guard s < layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "slot \(s) out of range (capacity \(layout.capacity))") }
+            return s
+        }
         func key(_ l: Layout, slot s: Int) throws -> Key.Stored { try r.load(Key.Stored.self, at: offset + l.slots + s * l.entry) }
         func value(_ l: Layout, slot s: Int) throws -> Value.Stored {
             try r.load(Value.Stored.self, at: offset + l.slots + s * l.entry + l.valueOffset)
@@ -106,15 +126,28 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         }
     }
 
+    /// The node at `p`, validated: aligned, inside the heap, a known kind, a count within the
+    /// capacity.
     func node(_ p: PRawPointer, _ r: ContainerReader) throws -> Node {
-        guard !p.isNull, Int(p.offset) % 8 == 0 else { throw PoolError(.corrupted, "B+ tree node pointer \(p) is invalid", path: pool.path) }
-        try r.validate(Int(p.offset), count: 64)
-        let n = Node(offset: Int(p.offset), r: r)
-        let c = try n.count
-        let l = try n.isLeaf ? leafLayout : innerLayout
-        try r.validate(Int(p.offset), count: l.bytes)
-        guard c <= l.capacity else { throw PoolError(.corrupted, "B+ tree node at \(p) claims \(c) entries", path: pool.path) }
+        let o = Int(truncatingIfNeeded: p.offset)
+        guard !p.isNull else { throw corrupted(pool, "B+ tree", at: Int(truncatingIfNeeded: ref.offset), "a node pointer is null") }
+        try r.validate(o, count: 64, "B+ tree node")
+        let kind = try r.load(UInt32.self, at: o)
+        guard kind == 1 || kind == 2 else { throw corrupted(pool, "B+ tree node", at: o, "unknown kind \(kind)") }
+        let l = kind == 1 ? leafLayout : innerLayout
+        try r.validate(o, count: l.bytes, "B+ tree node")
+        let n = Node(offset: o, r: r, isLeaf: kind == 1, layout: l)
+        _ = try n.count
         return n
+    }
+
+    /// The header, validated: a non-negative count no larger than the pool, a height within 64.
+    func header(_ r: ContainerReader) throws -> Header {
+        let h = try r.load(ref)
+        guard h.count >= 0, h.count <= pool.size, h.height >= 0, h.height <= 64, h.root.isNull == (h.height == 0) else {
+            throw corrupted(pool, "B+ tree header", at: Int(truncatingIfNeeded: ref.offset), "count \(h.count), height \(h.height), root \(h.root.offset)")
+        }
+        return h
     }
 
     /// A prepared key: its order prefix and a comparator against stored keys.
@@ -158,11 +191,11 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     }
 
     func descend(_ cmp: Probe, _ r: ContainerReader, path: inout [(Node, Int)]?) throws -> Node? {
-        let h = try r.load(ref)
+        let h = try header(r)
         guard !h.root.isNull else { return nil }
         var n = try node(h.root, r)
         var depth = 0
-        while try !n.isLeaf {
+        while !n.isLeaf {
             depth += 1
             guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
             let l = innerLayout
@@ -178,11 +211,13 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// The number of entries.
     public var count: Int {
-        do { return try ContainerReader(pool).load(ref).count } catch { containerFailure(error) }
+        get throws { try header(ContainerReader(pool)).count }
     }
 
     /// Whether the map is empty.
-    public var isEmpty: Bool { count == 0 }
+    public var isEmpty: Bool {
+        get throws { try count == 0 }
+    }
 
     /// The value for `key`, or nil.
     /// - Complexity: O(log n) node visits.
@@ -202,9 +237,9 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         }
     }
 
-    /// The value for `key`, or nil (traps if the pool is damaged; see ``value(forKey:)``).
+    /// The value for `key`, or nil (see ``value(forKey:)``).
     public subscript(key: Key) -> Value? {
-        do { return try value(forKey: key) } catch { containerFailure(error) }
+        get throws { try value(forKey: key) }
     }
 
     /// Whether `key` has a value.
@@ -235,11 +270,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             leaf = try descend(from, r, path: &noPath)
             if let leaf { pos = try upperBound(leaf, l, from, orEqual: true) }
         } else {
-            let h = try r.load(ref)
-            guard !h.root.isNull else { return }
-            var n = try node(h.root, r)
-            while try !n.isLeaf { n = try node(try n.link, r) }
-            leaf = n
+            leaf = try leftmostLeaf(r)
         }
         var visited = 0
         while let n = leaf {
@@ -253,16 +284,64 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             }
             let next = try n.link
             visited += 1
-            guard visited <= pool.size / 64 else { throw PoolError(.corrupted, "B+ tree leaf chain loops", path: pool.path) }
+            guard visited <= pool.size / 64 else { throw corrupted(pool, "B+ tree leaf chain", at: n.offset, "loops") }
             leaf = next.isNull ? nil : try node(next, r)
+            if let l = leaf, !l.isLeaf { throw corrupted(pool, "B+ tree leaf chain", at: n.offset, "links to an internal node") }
             pos = 0
         }
     }
 
-    /// Iterates every entry in key order.
-    public func makeIterator() -> Array<(key: Key, value: Value)>.Iterator {
-        do { return try scan().makeIterator() } catch { containerFailure(error) }
+    /// The first leaf, or nil for an empty tree.
+    func leftmostLeaf(_ r: ContainerReader) throws -> Node? {
+        let h = try header(r)
+        guard !h.root.isNull else { return nil }
+        var n = try node(h.root, r)
+        var depth = 0
+        while !n.isLeaf {
+            depth += 1
+            guard depth <= 64 else { throw corrupted(pool, "B+ tree", at: Int(truncatingIfNeeded: ref.offset), "deeper than 64 levels") }
+            n = try node(try n.link, r)
+        }
+        return n
     }
+
+    /// An iterator over the entries in key order whose `next()` throws for a damaged map. The
+    /// map must not change while it is used.
+    public struct Iterator {
+        let map: PersistentSortedDictionary
+        var leaf: PRawPointer? = nil
+        var pos = 0
+        var started = false
+        var leaves = 0
+
+        /// The next (key, value) in key order, or nil after the last.
+        public mutating func next() throws -> (key: Key, value: Value)? {
+            let r = ContainerReader(map.pool)
+            if !started {
+                started = true
+                leaf = try map.leftmostLeaf(r).map { PRawPointer(offset: UInt64($0.offset)) }
+            }
+            while let p = leaf {
+                let n = try map.node(p, r)
+                guard n.isLeaf else { throw corrupted(map.pool, "B+ tree leaf chain", at: n.offset, "links to an internal node") }
+                if pos < (try n.count) {
+                    let s = try n.slot(pos)
+                    pos += 1
+                    let l = map.leafLayout
+                    return (try Key.load(try n.key(l, slot: s), from: map.pool), try Value.load(try n.value(l, slot: s), from: map.pool))
+                }
+                let next = try n.link
+                leaves += 1
+                guard leaves <= map.pool.size / 64 else { throw corrupted(map.pool, "B+ tree leaf chain", at: n.offset, "loops") }
+                leaf = next.isNull ? nil : next
+                pos = 0
+            }
+            return nil
+        }
+    }
+
+    /// An iterator in key order: `var it = map.makeIterator(); while let (k, v) = try it.next() { … }`.
+    public func makeIterator() -> Iterator { Iterator(map: self) }
 
     // MARK: Changing
 
@@ -277,7 +356,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     private func insert(_ key: Key, _ value: Value, _ tx: Transaction) throws -> Value? {
         let r = ContainerReader(pool, tx)
-        var h = try r.load(ref)
+        var h = try header(r)
         let l = leafLayout
         var path: [(Node, Int)]? = []
         guard let leaf = try descend(key, r, path: &path) else {
@@ -330,7 +409,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
                              key: Key.Stored, payload: [UInt8], path: inout [(Node, Int)]?,
                              height: inout Int, root: inout PRawPointer) throws {
         let count = try n.count
-        let leaf = try n.isLeaf
+        let leaf = n.isLeaf
         if count < l.capacity {
             try writeEntry(tx, n, l, at: pos, count: count, key: key, payload: payload)
             return
@@ -379,6 +458,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             for k in 0..<4 where w[k] != ~0 { return k << 6 | (~w[k]).trailingZeroBitCount }
             return l.capacity
         }
+        // `count` distinct slots leave one below the capacity free: none means duplicate slots.
+        guard free < l.capacity else { throw corrupted(pool, "B+ tree node", at: n.offset, "no free slot among \(count) entries") }
         try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { buf in
             buf.storeBytes(of: key, as: Key.Stored.self)
             payload.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -400,7 +481,10 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         for e in entries {
             var slot = e.slot
             if slot < 0 {
-                slot = used.firstIndex(of: false)!
+                guard let f = used.firstIndex(of: false) else {
+                    throw corrupted(pool, "B+ tree node", at: n.offset, "no free slot left while splitting (duplicate slots)")
+                }
+                slot = f
                 used[slot] = true
                 try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + slot * l.entry)), count: l.entry) { buf in
                     buf.storeBytes(of: e.0, as: Key.Stored.self)
@@ -440,7 +524,9 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
                 if count - pos > 1 { buf.baseAddress!.copyMemory(from: buf.baseAddress! + 8, byteCount: (count - pos - 1) * 8) }
             }
             try tx.write(UInt32(count - 1), to: PPointer(offset: UInt64(leaf.offset + 4)))
-            try tx.update(ref.field(\.count)) { $0 -= 1 }
+            let h = try header(r)
+            guard h.count > 0 else { throw corrupted(pool, "B+ tree header", at: Int(truncatingIfNeeded: ref.offset), "count 0 but an entry was found") }
+            try tx.write(h.count - 1, to: ref.field(\.count))
             return previous
         }
     }
@@ -450,7 +536,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     public func destroy(unlinking slot: PPointer<Ref>? = nil) throws {
         try pool.transaction { tx in
             let r = ContainerReader(pool, tx)
-            let h = try r.load(ref)
+            let h = try header(r)
             if !h.root.isNull { try free(h.root, r, tx, depth: 0) }
             try tx.free(ref)
             if let slot { try tx.write(.null, to: slot) }
@@ -460,8 +546,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     private func free(_ p: PRawPointer, _ r: ContainerReader, _ tx: Transaction, depth: Int) throws {
         guard depth <= 64 else { throw PoolError(.corrupted, "B+ tree deeper than 64 levels", path: pool.path) }
         let n = try node(p, r)
-        let leaf = try n.isLeaf
-        let l = leaf ? leafLayout : innerLayout
+        let leaf = n.isLeaf
+        let l = n.layout
         if !leaf { try free(try n.link, r, tx, depth: depth + 1) }
         for i in 0..<(try n.count) {
             let s = try n.slot(i)
@@ -471,35 +557,108 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         try tx.free(p)
     }
 
-    /// Walks the leaves checking key order and the entry count; returns the problems found
-    /// (empty when sound).
+    // MARK: Deep check
+
+    /// Walks the whole tree: every node is a live allocation of a node's size, reached once, of a
+    /// known kind, with a count within its capacity (internal nodes: at least one entry), distinct
+    /// slot numbers, order prefixes that match their keys, keys in strictly increasing order and
+    /// inside the range its parent's separators give the subtree, every leaf at the header's
+    /// height, the leaf chain linking the leaves in key order, the header's count equal to the
+    /// entries, and what every key and value owns (strings, nested containers). Returns the
+    /// problems found (empty when sound).
     public func validate() throws -> [String] {
-        var problems: [String] = []
-        let r = ContainerReader(pool)
-        let l = leafLayout
-        let h = try r.load(ref)
-        guard !h.root.isNull else { return h.count == 0 ? [] : ["empty tree with count \(h.count)"] }
-        var n = try node(h.root, r)
-        while try !n.isLeaf { n = try node(try n.link, r) }
-        var leaf: Node? = n
-        var previous: Key?
-        var total = 0
-        while let current = leaf, problems.count < 10 {
-            for i in 0..<(try current.count) {
-                let stored = try current.key(l, slot: try current.slot(i))
-                if let p = previous, try Key.compare(p, stored, in: pool) >= 0 { problems.append("keys out of order at entry \(total)") }
-                previous = try Key.load(stored, from: pool)
-                total += 1
+        try pool.checkOpen()
+        var check = ContainerCheck(pool: pool)
+        validate(into: &check)
+        return check.problems
+    }
+
+    /// The deep check, recording into `check` (shared with enclosing containers).
+    public func validate(into check: inout ContainerCheck) {
+        guard check.firstVisit(ref.raw, "B+ tree header"),
+              check.checkBlock(ref.raw, bytes: MemoryLayout<Header>.size, "B+ tree header") else { return }
+        check.catching("B+ tree at \(ref.offset)") { check in
+            let r = ContainerReader(pool)
+            let h = try header(r)
+            guard !h.root.isNull else {
+                if h.count != 0 { check.note("B+ tree at \(ref.offset): empty tree with count \(h.count)") }
+                return
             }
-            let next = try current.link
-            leaf = next.isNull ? nil : try node(next, r)
-            if total > pool.size { problems.append("leaf chain loops"); break }
+            var walk = TreeWalk()
+            try validateNode(h.root, depth: 1, height: h.height, low: nil, high: nil, r, &walk, &check)
+            if walk.entries != h.count { check.note("B+ tree at \(ref.offset): \(walk.entries) entries reachable, header says \(h.count)") }
+            if let last = walk.lastLeaf, try !node(last, r).link.isNull {
+                check.note("B+ tree at \(ref.offset): the last leaf links to another node")
+            }
         }
-        if total != h.count { problems.append("\(total) entries reachable, header says \(h.count)") }
-        return problems
+    }
+
+    /// State of a deep-check walk: entries seen, and the previous leaf in key order (the leaf
+    /// chain must link the leaves in exactly the order the walk meets them).
+    struct TreeWalk {
+        var entries = 0
+        var lastLeaf: PRawPointer?
+    }
+
+    private func validateNode(_ p: PRawPointer, depth: Int, height: Int, low: Key.Stored?, high: Key.Stored?,
+                              _ r: ContainerReader, _ walk: inout TreeWalk, _ check: inout ContainerCheck) throws {
+        let at = p.offset
+        guard depth <= 64, check.firstVisit(p, "B+ tree node") else { return }
+        let n = try node(p, r)
+        guard check.checkBlock(p, bytes: n.layout.bytes, "B+ tree node") else { return }
+        let l = n.layout
+        let count = try n.count
+        if n.isLeaf != (depth == height) {
+            check.note("B+ tree node at \(at): a \(n.isLeaf ? "leaf" : "internal node") at depth \(depth) of a tree of height \(height)")
+            return
+        }
+        if !n.isLeaf && count == 0 { check.note("B+ tree node at \(at): internal node without entries") }
+        var slots = Set<Int>()
+        var previous: Key.Stored? = low
+        var previousIsLow = low != nil
+        for i in 0..<count {
+            let e = try n.entry(i)
+            let s = try n.slot(i)
+            if !slots.insert(s).inserted { check.note("B+ tree node at \(at): slot \(s) used twice"); return }
+            let k = try n.key(l, slot: s)
+            Key.validate(k, in: &check)
+            if e >> 8 != Key.orderPrefix(stored: k) & 0x00ff_ffff_ffff_ffff { check.note("B+ tree node at \(at): order prefix of entry \(i) does not match its key") }
+            let key = try Key.load(k, from: pool)
+            if let previous {
+                // Keys strictly increase; the first key of a subtree may equal its low bound.
+                let c = try Key.compare(key, previous, in: pool)
+                if c < 0 || (c == 0 && !previousIsLow) { check.note("B+ tree node at \(at): keys out of order at entry \(i)") }
+            }
+            if let high, try Key.compare(key, high, in: pool) >= 0 { check.note("B+ tree node at \(at): key \(i) is not below the subtree's upper bound") }
+            previous = k
+            previousIsLow = false
+            if n.isLeaf { Value.validate(try n.value(l, slot: s), in: &check) }
+        }
+        if n.isLeaf {
+            walk.entries += count
+            if let last = walk.lastLeaf, try node(last, r).link != p {
+                check.note("B+ tree leaf at \(at) is not linked from the leaf before it")
+            }
+            walk.lastLeaf = p
+            return
+        }
+        // Children: the leftmost below the first separator, child i between separators i and i+1.
+        var bound = low
+        for i in -1..<count {
+            let child = i < 0 ? try n.link : try n.child(l, slot: try n.slot(i))
+            let lo = i < 0 ? bound : try n.key(l, slot: try n.slot(i))
+            let hi = i + 1 < count ? try n.key(l, slot: try n.slot(i + 1)) : high
+            try validateNode(child, depth: depth + 1, height: height, low: lo, high: hi, r, &walk, &check)
+            bound = lo
+            guard check.problemCount < check.limit else { return }
+        }
     }
 }
 
-extension PersistentSortedDictionary.Header: PersistentValue {}
+extension PersistentSortedDictionary.Header: PersistentValue, ContainerHeader {
+    static func validateContainer(at ref: PRawPointer, in check: inout ContainerCheck) {
+        PersistentSortedDictionary(check.pool, ref: ref.assumingType(Self.self)).validate(into: &check)
+    }
+}
 
 

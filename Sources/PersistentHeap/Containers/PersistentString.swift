@@ -30,27 +30,34 @@ public struct PersistentString: BitwiseCopyable, Sendable, Equatable {
         }
     }
 
-    /// Calls `body` with the string's UTF-8 bytes (validated to lie in the pool).
+    /// The byte count stored in the block, checked: it must fit in the pool.
+    func checkedCount(in pool: Pool) throws -> Int {
+        let raw = try pool.load(storage.assumingType(UInt64.self))
+        guard raw <= UInt64(pool.size) else {
+            throw corrupted(pool, "string", at: Int(truncatingIfNeeded: storage.offset), "claims \(raw) bytes")
+        }
+        return Int(raw)
+    }
+
+    /// Calls `body` with the string's UTF-8 bytes (validated to lie in the heap).
     /// - Warning: Do not let the buffer escape `body`.
     public func withUTF8<R>(in pool: Pool, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         guard !storage.isNull else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
-        let count = Int(try pool.load(storage.assumingType(UInt64.self)))
-        guard count >= 0, count <= pool.size else {
-            throw PoolError(.corrupted, "string at \(storage) claims \(count) bytes", path: pool.path)
-        }
-        return try pool.withUnsafeMutablePointer(to: storage.advanced(by: 8).assumingType(UInt8.self), count: count) {
+        let count = try checkedCount(in: pool)
+        return try pool.withUnsafePointer(to: storage.advanced(by: 8).assumingType(UInt8.self), count: count) {
             try body(UnsafeRawBufferPointer(start: $0, count: count))
         }
     }
 
-    /// The string's contents.
+    /// The string's contents (invalid UTF-8 from a damaged pool is repaired with U+FFFD; the
+    /// deep check reports it).
     public func string(in pool: Pool) throws -> String {
         try withUTF8(in: pool) { String(decoding: $0, as: UTF8.self) }
     }
 
     /// The number of UTF-8 bytes.
     public func utf8Count(in pool: Pool) throws -> Int {
-        storage.isNull ? 0 : Int(try pool.load(storage.assumingType(UInt64.self)))
+        storage.isNull ? 0 : try checkedCount(in: pool)
     }
 
     /// Frees the block through `tx`.
@@ -69,6 +76,13 @@ public struct StringKey: BitwiseCopyable, Sendable {
     public var count: UInt64
     /// The whole string when `count > 16`, else empty.
     public var overflow: PersistentString
+}
+
+extension StringKey {
+    /// The error for a long string whose block disagrees with the key's byte count.
+    func mismatch(_ pool: Pool, _ actual: Int) -> PoolError {
+        corrupted(pool, "string", at: Int(truncatingIfNeeded: overflow.storage.offset), "holds \(actual) bytes, its key says \(count)")
+    }
 }
 
 extension String {
@@ -98,9 +112,41 @@ extension String: PersistentKey {
     }
 
     public static func load(_ stored: StringKey, from pool: Pool) throws -> String {
-        if stored.count > 16 { return try stored.overflow.string(in: pool) }
+        if stored.count > 16 {
+            return try stored.overflow.withUTF8(in: pool) { utf8 in
+                guard utf8.count == stored.count else { throw stored.mismatch(pool, utf8.count) }
+                return String(decoding: utf8, as: UTF8.self)
+            }
+        }
         var prefix = stored.prefix
         return withUnsafeBytes(of: &prefix) { String(decoding: $0.prefix(Int(stored.count)), as: UTF8.self) }
+    }
+
+    /// Checks a stored string: an inline one has no out-of-line block and zero padding; a long
+    /// one a live block of exactly its byte count whose first 16 bytes are the inline prefix.
+    public static func validate(_ stored: StringKey, in check: inout ContainerCheck) {
+        var prefix = stored.prefix
+        if stored.count <= 16 {
+            let n = Int(stored.count)
+            let padded = withUnsafeBytes(of: &prefix) { $0[n...].allSatisfy { $0 == 0 } }
+            let valid = withUnsafeBytes(of: &prefix) { String(validating: $0.prefix(n), as: UTF8.self) != nil }
+            if !padded || !stored.overflow.storage.isNull || !valid {
+                check.note("inline string of \(n) bytes is malformed (padding, UTF-8 or a stray out-of-line block)")
+            }
+            return
+        }
+        guard stored.count <= UInt64(check.pool.size) else { check.note("string claims \(stored.count) bytes"); return }
+        check.checkString(stored.overflow, "string block")
+        do {
+            try stored.overflow.withUTF8(in: check.pool) { utf8 in
+                let same = withUnsafeBytes(of: &prefix) { memcmp($0.baseAddress!, utf8.baseAddress!, 16) == 0 }
+                if utf8.count != stored.count || !same {
+                    check.note("string at \(stored.overflow.storage.offset): its \(utf8.count) bytes disagree with the key's count \(stored.count) or prefix")
+                }
+            }
+        } catch {
+            check.note("string at \(stored.overflow.storage.offset): \(error)")
+        }
     }
 
     public static func release(_ stored: StringKey, in tx: Transaction) throws {
@@ -124,8 +170,9 @@ extension String: PersistentKey {
     static func compareUTF8(_ k: UnsafeRawBufferPointer, _ stored: StringKey, in pool: Pool) throws -> Int {
         do {
             var prefix = stored.prefix
+            let storedCount = Int(truncatingIfNeeded: Swift.min(stored.count, 1 << 62))
             let byPrefix = withUnsafeBytes(of: &prefix) { p -> Int in
-                let n = Swift.min(k.count, 16, Int(stored.count))
+                let n = Swift.min(k.count, 16, storedCount)
                 if n > 0 {
                     let r = memcmp(k.baseAddress!, p.baseAddress!, n)
                     if r != 0 { return Int(r) }
@@ -133,8 +180,8 @@ extension String: PersistentKey {
                 return 0
             }
             if byPrefix != 0 { return byPrefix }
-            if k.count <= 16 || stored.count <= 16 {
-                return k.count < Int(stored.count) ? -1 : (k.count == Int(stored.count) ? 0 : 1)
+            if k.count <= 16 || storedCount <= 16 {
+                return k.count < storedCount ? -1 : (k.count == storedCount ? 0 : 1)
             }
             return try stored.overflow.withUTF8(in: pool) { compareUTF8(k, $0) }
         }
@@ -165,7 +212,12 @@ extension String: PersistentKey {
     }
 
     public static func persistentHash(stored: StringKey, in pool: Pool) throws -> UInt64 {
-        if stored.count > 16 { return try stored.overflow.withUTF8(in: pool) { persistentHashBytes($0) } }
+        if stored.count > 16 {
+            return try stored.overflow.withUTF8(in: pool) { utf8 in
+                guard utf8.count == stored.count else { throw stored.mismatch(pool, utf8.count) }
+                return persistentHashBytes(utf8)
+            }
+        }
         var prefix = stored.prefix
         return withUnsafeBytes(of: &prefix) { persistentHashBytes(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(stored.count)))) }
     }

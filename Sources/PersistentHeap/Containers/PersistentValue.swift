@@ -13,6 +13,14 @@ public protocol PersistentValue {
     static func load(_ stored: Stored, from pool: Pool) throws -> Self
     /// Frees what a stored form owns (nothing for bitwise-copyable values).
     static func release(_ stored: Stored, in tx: Transaction) throws
+    /// The deep check of a stored form read from the pool: records in `check` every problem with
+    /// what it owns (a string's block and bytes, a nested container). Default: nothing to check
+    /// (a bitwise-copyable value owns nothing; its bytes are the application's to validate).
+    static func validate(_ stored: Stored, in check: inout ContainerCheck)
+}
+
+extension PersistentValue {
+    public static func validate(_ stored: Stored, in check: inout ContainerCheck) {}
 }
 
 /// A type that can be a key of a persistent map: ordered (sorted maps) and hashed with a
@@ -96,4 +104,11 @@ extension Double: PersistentValue {}
 extension Float: PersistentValue {}
 extension Bool: PersistentValue {}
 extension PRawPointer: PersistentValue {}
-extension PPointer: PersistentValue {}
+extension PPointer: PersistentValue {
+    /// A `Ref` to another container (a dictionary of arrays) is checked as that container; other
+    /// pointers are the application's.
+    public static func validate(_ stored: PPointer, in check: inout ContainerCheck) {
+        guard !stored.isNull, let header = Pointee.self as? any ContainerHeader.Type else { return }
+        header.validateContainer(at: stored.raw, in: &check)
+    }
+}

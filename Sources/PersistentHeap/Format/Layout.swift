@@ -200,10 +200,16 @@ enum LogOp: UInt8 {
     case verify = 6
 }
 
-/// An extension block of a redo log (in a heap allocation): 16-byte header, then payload.
+/// An extension block of a redo log (in a heap allocation, linked from its lane's extension
+/// slot): 16-byte header, then payload.
 ///
 ///     0  capacity  UInt64  payload capacity of this block
-///     8  reserved
+///     8  magic     UInt64  "PHLOGEXT" xor the pool offset of the slot it is linked from: only a
+///                          block carrying it is freed by recovery (never a stray value's target)
 enum LogExtensionField {
+    static let capacity = 0
+    static let magic = 8
     static let header = 16
+    static let magicValue: UInt64 = 0x5458_4547_4F4C_4850 // "PHLOGEXT"
+    static func magic(slot: Int) -> UInt64 { magicValue ^ UInt64(truncatingIfNeeded: slot) }
 }

@@ -96,13 +96,25 @@ struct PoolHeader: Equatable, Sendable {
         return .success(h)
     }
 
-    /// Describes the first impossible value, or nil when the geometry is sound.
+    /// Largest pool (and maximum size) a header may describe: 64 TiB. Every offset and size
+    /// in a header is checked against it before any arithmetic, so nothing derived from a
+    /// header can overflow.
+    static let sizeLimit: UInt64 = 1 << 46
+
+    /// Describes the first impossible value, or nil when the geometry is sound. Each check only
+    /// does arithmetic on values already bounded by an earlier one (a hostile header with a
+    /// valid checksum must be refused, not trap).
     func inconsistency() -> String? {
         let unit = UInt64(Format.unitSize)
+        let limit = PoolHeader.sizeLimit
         if unitSize != UInt32(Format.unitSize) { return "unit size \(unitSize) is not \(Format.unitSize)" }
         if laneSize != UInt32(Format.laneSize) { return "lane size \(laneSize) is not \(Format.laneSize)" }
         if laneOffset != UInt64(Format.laneRegionOffset) { return "lane region at \(laneOffset)" }
         if laneCount < 1 || laneCount > 4096 { return "lane count \(laneCount) out of range" }
+        for (name, v) in [("unit table offset", tableOffset), ("heap offset", heapOffset), ("pool size", poolSize),
+                          ("maximum size", maxSize), ("growth step", growStep)] where v > limit {
+            return "\(name) \(v) exceeds 64 TiB"
+        }
         let lanesEnd = laneOffset + UInt64(laneCount) * UInt64(laneSize)
         if tableOffset < lanesEnd || tableOffset % UInt64(Format.page) != 0 { return "unit table offset \(tableOffset)" }
         if maxUnits < 1 { return "unit table is empty" }
@@ -111,7 +123,6 @@ struct PoolHeader: Equatable, Sendable {
         if poolSize < heapOffset + unit || (poolSize - heapOffset) % unit != 0 { return "pool size \(poolSize)" }
         if maxSize < poolSize { return "maximum size \(maxSize) below pool size \(poolSize)" }
         if (maxSize - heapOffset) / unit > UInt64(maxUnits) { return "maximum size \(maxSize) exceeds the unit table" }
-        if maxSize > 1 << 46 { return "maximum size \(maxSize) exceeds 64 TiB" }
         return nil
     }
 }

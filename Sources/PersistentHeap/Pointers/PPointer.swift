@@ -25,8 +25,12 @@ public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Com
     @inlinable public var isNull: Bool { offset == 0 }
 
     /// The pointer `n` elements further (`n × MemoryLayout<Pointee>.stride` bytes).
+    ///
+    /// Wrapping arithmetic, like C pointer arithmetic: the result is only validated when it is
+    /// dereferenced (``Pool/load(_:)`` and friends throw `invalidPointer` for an offset outside
+    /// the heap), so an offset read from a damaged pool cannot trap here.
     @inlinable public func advanced(by n: Int) -> PPointer {
-        PPointer(offset: UInt64(Int(offset) + n * MemoryLayout<Pointee>.stride))
+        PPointer(offset: offset &+ UInt64(bitPattern: Int64(n &* MemoryLayout<Pointee>.stride)))
     }
 
     /// A pointer to a stored property of the pointee, e.g. `node.field(\.next)`: the slot to pass
@@ -59,8 +63,9 @@ public struct PRawPointer: BitwiseCopyable, Hashable, Comparable, Sendable, Cust
     @inlinable public static var null: PRawPointer { PRawPointer(offset: 0) }
     @inlinable public var isNull: Bool { offset == 0 }
 
-    /// The pointer `n` bytes further.
-    @inlinable public func advanced(by n: Int) -> PRawPointer { PRawPointer(offset: UInt64(Int(offset) + n)) }
+    /// The pointer `n` bytes further (wrapping; validated when dereferenced, see
+    /// ``PPointer/advanced(by:)``).
+    @inlinable public func advanced(by n: Int) -> PRawPointer { PRawPointer(offset: offset &+ UInt64(bitPattern: Int64(n))) }
 
     /// This offset viewed as a pointer to `T`.
     @inlinable public func assumingType<T: BitwiseCopyable>(_ type: T.Type) -> PPointer<T> { PPointer<T>(offset: offset) }

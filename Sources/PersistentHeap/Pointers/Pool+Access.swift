@@ -17,7 +17,20 @@ extension Pool {
         }
     }
 
-    /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned.
+    /// Bytes taken by `count` elements of `T` (the last one without its padding), or nil when
+    /// `count` is negative or the size overflows.
+    @inline(__always)
+    static func byteSize<T>(_: T.Type, count: Int) -> Int? {
+        guard count >= 0 else { return nil }
+        if count == 0 { return 0 }
+        let (extra, o1) = MemoryLayout<T>.stride.multipliedReportingOverflow(by: count - 1)
+        let (total, o2) = extra.addingReportingOverflow(MemoryLayout<T>.size)
+        return o1 || o2 ? nil : total
+    }
+
+    /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned. Every
+    /// quantity is checked before it is used in arithmetic: a pointer or count read from a
+    /// damaged pool gets `invalidPointer` / `invalidArgument`, never a trap.
     ///
     /// `@inline(never)`: Swift 6.3.1 miscompiles this generic typed-throws function when it is
     /// inlined into the (generic, typed-throws) accessors below and optimized across modules:
@@ -26,10 +39,12 @@ extension Pool {
     @inline(never)
     func checkedAddress<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> UnsafeMutablePointer<T> {
         try checkOpen()
-        let o = Int(truncatingIfNeeded: p.offset)
-        let size = MemoryLayout<T>.stride * max(count - 1, 0) + MemoryLayout<T>.size
         guard p.offset != 0 else { throw PoolError(.invalidPointer, "null pointer dereferenced", path: path) }
-        guard o >= heap.heapOffset, size >= 0, o <= heap.poolEnd - size, count >= 0 else {
+        guard let size = Pool.byteSize(T.self, count: count) else {
+            throw PoolError(.invalidArgument, "count \(count) of \(T.self) is negative or too large", path: path)
+        }
+        let o = Int(truncatingIfNeeded: p.offset)
+        guard heap.inHeap(o, size) else {
             throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) (\(size) bytes) lies outside the heap", path: path)
         }
         guard o % MemoryLayout<T>.alignment == 0 else {
@@ -66,6 +81,10 @@ extension Pool {
     }
 
     /// Checked access with a trap for a bad pointer. The setter persists the stored value.
+    ///
+    /// For pointers your own code computed. A pointer read from the pool is data from the
+    /// file: dereference it with ``load(_:)`` / ``store(_:at:)``, which throw instead of trapping
+    /// when the pool is damaged.
     public subscript<T>(p: PPointer<T>) -> T {
         get {
             do { return try load(p) } catch { preconditionFailure("\(error)") }
@@ -75,12 +94,23 @@ extension Pool {
         }
     }
 
-    /// Calls `body` with the address of `count` elements at `p` (validated). Stores through it
-    /// are not durable until persisted (``persist(_:count:)``).
+    /// Calls `body` with the address of `count` elements at `p` (validated: inside the heap,
+    /// aligned). Stores through it are not durable until persisted (``persist(_:count:)``).
+    /// - Throws: `readOnly` on a read-only pool (its mapping cannot be written: use
+    ///   ``withUnsafePointer(to:count:_:)`` to read), `invalidPointer`, `invalidArgument`, `closed`.
     /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.
     public func withUnsafeMutablePointer<T, R>(to p: PPointer<T>, count: Int = 1,
                                                _ body: (UnsafeMutablePointer<T>) throws -> R) throws -> R {
-        try body(try checkedAddress(p, count: count))
+        try checkWritable()
+        return try body(try checkedAddress(p, count: count))
+    }
+
+    /// Calls `body` with the read-only address of `count` elements at `p` (validated: inside
+    /// the heap, aligned). Works on read-only pools.
+    /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.
+    public func withUnsafePointer<T, R>(to p: PPointer<T>, count: Int = 1,
+                                        _ body: (UnsafePointer<T>) throws -> R) throws -> R {
+        try body(UnsafePointer(try checkedAddress(p, count: count)))
     }
 
     /// The address of `p` in this process, unchecked: the fast path for hot code.
@@ -98,9 +128,11 @@ extension Pool {
     }
 
     /// Makes `count` elements at `p` durable (flush and fence through the persistence layer).
+    /// - Throws: `invalidPointer` (null, misaligned, outside the heap), `invalidArgument`
+    ///   (a negative or overflowing count), `closed`.
     public func persist<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) {
         let a = try checkedAddress(p, count: count)
-        persistence.persist(a, count: MemoryLayout<T>.stride * max(count - 1, 0) + MemoryLayout<T>.size)
+        persistence.persist(a, count: Pool.byteSize(T.self, count: count) ?? 0)
     }
 
     /// Makes `count` bytes at `p` durable.
@@ -111,6 +143,6 @@ extension Pool {
 
     /// Whether `p` points into this pool's heap (bounds only: not whether it is allocated).
     public func contains<T>(_ p: PPointer<T>) -> Bool {
-        p.offset != 0 && Int(p.offset) >= heap.heapOffset && Int(p.offset) + MemoryLayout<T>.size <= heap.poolEnd
+        !isClosed && p.offset != 0 && heap.inHeap(Int(truncatingIfNeeded: p.offset), MemoryLayout<T>.size)
     }
 }

@@ -13,6 +13,14 @@ extension Pool {
         }
     }
 
+    /// The pool offset of an application's slot, validated (``Heap/validateSlot(_:)``).
+    @inline(__always)
+    func userSlot<T>(_ slot: PPointer<T>) throws(PoolError) -> Int {
+        let o = Int(truncatingIfNeeded: slot.offset)
+        do throws(PoolError) { try heap.validateSlot(o) } catch { throw PoolError(error.code, error.message, path: path) }
+        return o
+    }
+
     @inline(__always)
     func allocateRaw(_ n: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         try checkWritable()
@@ -55,7 +63,7 @@ extension Pool {
                          linkedInto slot: PPointer<PRawPointer>) throws(PoolError) -> PRawPointer {
         try checkWritable()
         try checkRequest(bytes: bytes, alignment: alignment)
-        let x = try heap.allocateLinked(size: bytes, alignment: alignment, slot: Int(slot.offset), zeroed: zeroed, initialize: nil)
+        let x = try heap.allocateLinked(size: bytes, alignment: alignment, slot: try userSlot(slot), zeroed: zeroed, initialize: nil)
         return PRawPointer(offset: UInt64(x))
     }
 
@@ -69,7 +77,7 @@ extension Pool {
         try checkWritable()
         let size = max(MemoryLayout<T>.size, 1)
         try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
-        let x = try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Int(slot.offset), zeroed: false) { p, _ in
+        let x = try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: try userSlot(slot), zeroed: false) { p, _ in
             p.storeBytes(of: value, as: T.self)
         }
         return PPointer(offset: UInt64(x))
@@ -82,8 +90,9 @@ extension Pool {
         try checkWritable()
         let size = try byteCount(T.self, count)
         try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
+        let target = try userSlot(slot)
         let x = try withoutActuallyEscaping(initialize) { (initialize) throws(PoolError) -> Int in
-            try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Int(slot.offset), zeroed: true) { p, _ in
+            try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: target, zeroed: true) { p, _ in
                 initialize(UnsafeMutableBufferPointer(start: p.assumingMemoryBound(to: T.self), count: count))
             }
         }
@@ -113,13 +122,13 @@ extension Pool {
     /// a no-op. Two fences.
     public func free<T>(linkedFrom slot: PPointer<PPointer<T>>) throws(PoolError) {
         try checkWritable()
-        try heap.freeLinked(slot: Int(slot.offset))
+        try heap.freeLinked(slot: try userSlot(slot))
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, atomically (raw slot).
     public func free(linkedFrom slot: PPointer<PRawPointer>) throws(PoolError) {
         try checkWritable()
-        try heap.freeLinked(slot: Int(slot.offset))
+        try heap.freeLinked(slot: try userSlot(slot))
     }
 
     /// Resizes the object `slot` points at to hold `count` values of `T`, atomically with the
@@ -130,7 +139,7 @@ extension Pool {
         try checkWritable()
         let size = try byteCount(T.self, count)
         try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
-        return PPointer(offset: UInt64(try heap.reallocateLinked(slot: Int(slot.offset), size: size, alignment: MemoryLayout<T>.alignment)))
+        return PPointer(offset: UInt64(try heap.reallocateLinked(slot: try userSlot(slot), size: size, alignment: MemoryLayout<T>.alignment)))
     }
 
     /// Resizes the object at `p` to hold `count` values of `T`: returns `p` when it is already

@@ -17,8 +17,8 @@ extension Pool {
         return try rootLock.withLock { (_) throws(PoolError) -> PPointer<T> in
             let current = bytes.atomicLoad(Pool.rootSlotOffset)
             if current != 0 {
-                let loc = try heap.locate(Int(current))
-                if heap.usableSize(loc) >= size && Int(current) % MemoryLayout<T>.alignment == 0 { return PPointer(offset: current) }
+                let loc = try heap.locate(Int(truncatingIfNeeded: current))
+                if heap.usableSize(loc) >= size && current % UInt64(MemoryLayout<T>.alignment) == 0 { return PPointer(offset: current) }
                 try checkWritable()
                 return PPointer(offset: UInt64(try heap.reallocateLinked(slot: Pool.rootSlotOffset, size: size, alignment: MemoryLayout<T>.alignment)))
             }

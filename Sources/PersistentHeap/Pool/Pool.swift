@@ -74,12 +74,18 @@ public final class Pool: @unchecked Sendable {
         let state = bytes.u64(StateField.shutdown)
         previousShutdownWasClean = state == ShutdownState.clean
         // Nothing is written before the logs and the heap have been validated, except the
-        // replay of valid logs (what any open does).
+        // replay of valid logs (what any open does) — and that is undone if the heap then
+        // turns out to be damaged: a failed open leaves the file as it found it.
         let report = try heap.recover(laneCount: Int(header.laneCount), readOnly: readOnly)
         recoveredOperations = report.incompleteLogs
-        try heap.load()
         repairedHeader = repair != .none && !readOnly
-        try validateRoot()
+        do throws(PoolError) {
+            try heap.load()
+            try validateRoot()
+        } catch {
+            if !readOnly { heap.undoRecovery(report) }
+            throw PoolError(error.code, error.message, path: path, errno: error.errno)
+        }
         if !readOnly {
             switch repair {
             case .none: break
@@ -194,14 +200,18 @@ public final class Pool: @unchecked Sendable {
         guard size >= Format.minimumPoolSize else {
             throw PoolError(.tooSmall, "pool size \(size) is below the minimum of \(Format.minimumPoolSize) bytes", path: path)
         }
-        guard size <= 1 << 46 else { throw PoolError(.invalidArgument, "pool size \(size) exceeds 64 TiB", path: path) }
+        let sizeLimit = Int(PoolHeader.sizeLimit)
+        guard size <= sizeLimit else { throw PoolError(.invalidArgument, "pool size \(size) exceeds 64 TiB", path: path) }
         let unit = Format.unitSize
         let maxSize = max(options.maxSize ?? min(size.multipliedReportingOverflow(by: 16).overflow ? 1 << 36 : size * 16, 1 << 36), size)
-        guard maxSize <= 1 << 46 else { throw PoolError(.invalidArgument, "maximum size \(maxSize) exceeds 64 TiB", path: path) }
+        guard maxSize <= sizeLimit else { throw PoolError(.invalidArgument, "maximum size \(maxSize) exceeds 64 TiB", path: path) }
         let lanes = options.laneCount ?? min(64, max(2, size / (256 << 10)))
         guard lanes >= 1 && lanes <= 4096 else { throw PoolError(.invalidArgument, "lane count \(lanes) is outside 1...4096", path: path) }
         let tableOffset = PoolMapping.roundUp(Format.laneRegionOffset + lanes * Format.laneSize, to: Format.page)
         let maxUnits = max(1, (maxSize - tableOffset) / unit)
+        guard maxUnits <= Int(UInt32.max) else {
+            throw PoolError(.invalidArgument, "maximum size \(maxSize) needs \(maxUnits) unit-table entries; this format holds at most \(UInt32.max) (16 TiB)", path: path)
+        }
         let heapOffset = PoolMapping.roundUp(tableOffset + maxUnits * 8, to: Format.page)
         let units = (size - heapOffset) / unit
         guard size > heapOffset, units >= 16 else {
@@ -209,6 +219,7 @@ public final class Pool: @unchecked Sendable {
         }
         let step = options.growthStep ?? size
         guard step >= 0 else { throw PoolError(.invalidArgument, "negative growth step", path: path) }
+        guard step <= sizeLimit else { throw PoolError(.invalidArgument, "growth step \(step) exceeds 64 TiB", path: path) }
         var uuid = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
         for i in 0..<16 { uuid[i] = rng.next() }
@@ -236,7 +247,7 @@ public final class Pool: @unchecked Sendable {
         persistence.drain()
         let encoded = header.encode()
         for at in [Format.primaryHeaderOffset, Format.backupHeaderOffset] {
-            encoded.withUnsafeBytes { bytes.pointer(at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            bytes.copy(encoded, to: at)
             persistence.persist(bytes.pointer(at), count: Format.headerSize)
         }
     }
@@ -321,7 +332,16 @@ public final class Pool: @unchecked Sendable {
 
     /// Makes everything durable, marks the pool cleanly closed, unmaps it and releases the lock.
     /// Further calls on this pool throw ``PoolError/Code/closed``. Calling `close` twice is harmless.
+    ///
+    /// - Throws: `transactionMisuse` when called inside a transaction of this pool on this
+    ///   thread (the pool stays open: close it after the transaction body returns).
     public func close() throws(PoolError) {
+        if !closed.load(ordering: .acquiring) {
+            let lane = ph_tls_lane_lookup(poolID)
+            if lane >= 0, let state = txStates[Int(lane)], state.pointee.active {
+                throw PoolError(.transactionMisuse, "close() inside a transaction of this pool: close it after the transaction body returns", path: path)
+            }
+        }
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         LaneRegistry.unregister(poolID)
         lanes.onRelease = nil
@@ -364,7 +384,7 @@ public final class Pool: @unchecked Sendable {
 
     private func writeHeaderCopy(at offset: Int) {
         let encoded = header.encode()
-        encoded.withUnsafeBytes { bytes.pointer(offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        bytes.copy(encoded, to: offset)
         persistence.persist(bytes.pointer(offset), count: Format.headerSize)
     }
 
@@ -383,6 +403,7 @@ public final class Pool: @unchecked Sendable {
     /// Growth (extent lock held): extend and map the file, pre-write the new free extent,
     /// then commit the new size in the header.
     private func grow(byAtLeastUnits need: Int) throws(PoolError) -> Int {
+        // Every header value is ≤ 64 TiB (PoolHeader.inconsistency), so nothing below overflows.
         let old = Int(header.poolSize)
         let heapOffset = Int(header.heapOffset)
         let limit = heapOffset + (Int(header.maxSize) - heapOffset) / Format.unitSize * Format.unitSize
@@ -390,11 +411,11 @@ public final class Pool: @unchecked Sendable {
         guard step > 0 else {
             throw PoolError(.outOfSpace, "the pool is full and growth is disabled (growth step 0)", path: path)
         }
-        let wanted = max(step, need << Format.unitShift)
-        let newSize = min(limit, PoolMapping.roundUp(old + wanted - heapOffset, to: Format.unitSize) + heapOffset)
-        guard newSize - old >= need << Format.unitShift else {
+        guard need > 0, need <= (limit - old) >> Format.unitShift else {
             throw PoolError(.outOfSpace, "the pool is full: it has reached its maximum size of \(header.maxSize) bytes", path: path)
         }
+        let wanted = max(step, need << Format.unitShift)
+        let newSize = min(limit, PoolMapping.roundUp(old + wanted - heapOffset, to: Format.unitSize) + heapOffset)
         try mapping.grow(to: newSize)
         if let file = mapping.file {
             // The unit-table entries of the new units may lie in a sparse part of the file.

@@ -123,5 +123,7 @@ public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
 /// `Array.withUnsafeBytes`) and gives the error its type back.
 @inline(__always)
 func typedThrows<R>(_ body: () throws -> R) throws(PoolError) -> R {
-    do { return try body() } catch { throw error as! PoolError }
+    do { return try body() } catch let error as PoolError { throw error } catch {
+        throw PoolError(.ioError, "unexpected error: \(error)")
+    }
 }

@@ -149,8 +149,12 @@ extension Pool {
                 // A large transaction: the log continues in one block, linked from the lane so
                 // that a crash cannot leak it (recovery frees it). Entries never split across
                 // segments, so the inline part may end early: size the extension for everything.
+                // Its header carries a magic bound to the slot: recovery frees only such a block.
                 extensionBlock = try heap.allocateLinked(size: total + 64 + LogExtensionField.header, alignment: 64,
-                                                         slot: extensionSlot, zeroed: false, initialize: nil)
+                                                         slot: extensionSlot, zeroed: false) { p, usable in
+                    p.storeBytes(of: UInt64(usable - LogExtensionField.header), toByteOffset: LogExtensionField.capacity, as: UInt64.self)
+                    p.storeBytes(of: LogExtensionField.magic(slot: extensionSlot), toByteOffset: LogExtensionField.magic, as: UInt64.self)
+                }
             }
         }
         // Moves to the extension when the next entry (`n` bytes) would not leave room for the jump.

@@ -111,6 +111,7 @@ public struct Transaction {
 
     @inline(__always)
     func live() throws(PoolError) -> UnsafeMutablePointer<TransactionState> {
+        try pool.checkOpen()
         let ctx = context.state
         guard ctx.pointee.active && ctx.pointee.generation == generation else {
             throw PoolError(.transactionMisuse, "this transaction has ended; use the one passed to the current transaction body", path: pool.path)
@@ -125,7 +126,7 @@ public struct Transaction {
     @inline(__always)
     func range(_ offset: UInt64, _ count: Int) throws(PoolError) -> Int {
         let o = Int(truncatingIfNeeded: offset)
-        guard offset != 0, count >= 0, pool.heap.isSlotRange(o, count: count) else {
+        guard offset != 0, pool.heap.isUserRange(o, count: count) else {
             throw PoolError(.invalidPointer, "range 0x\(String(offset, radix: 16)) (\(count) bytes) is not inside the heap", path: pool.path)
         }
         return o

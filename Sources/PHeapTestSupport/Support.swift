@@ -113,21 +113,33 @@ public final class ChildProcess: @unchecked Sendable {
     private var buffer: [UInt8] = []
     private var reaped: Int32?
 
-    /// Starts `executable` with `arguments` (argv[0] is added).
-    public init(executable: String, arguments: [String], environment: [String: String] = [:]) throws {
-        var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { throw ChildError.spawn("pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-        let (rc, child) = spawn(executable, arguments, environment, &actions)
-        close(pipeFDs[1])
-        guard rc == 0 else { close(pipeFDs[0]); throw ChildError.spawn("posix_spawn \(executable): \(rc)") }
+    /// Starts `executable` with `arguments` (argv[0] is added). Its standard error goes to
+    /// `stderrPath` when given (e.g. `/dev/null`), else to this process's.
+    public init(executable: String, arguments: [String], environment: [String: String] = [:], stderrPath: String? = nil) throws {
+        // One spawn at a time, pipe ends close-on-exec: a child spawned concurrently by another
+        // thread must not inherit this pipe's write end (it would hold the pipe open past our
+        // child's exit). dup2 onto fd 1 clears the flag in the child.
+        let (rc, child, readEnd) = ChildProcess.spawnLock.withLock { _ -> (Int32, pid_t, Int32) in
+            var pipeFDs: [Int32] = [0, 0]
+            guard pipe(&pipeFDs) == 0 else { return (errno, 0, -1) }
+            _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
+            _ = fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC)
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+            if let stderrPath { posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+            let (rc, child) = spawn(executable, arguments, environment, &actions)
+            close(pipeFDs[1])
+            if rc != 0 { close(pipeFDs[0]) }
+            return (rc, child, pipeFDs[0])
+        }
+        guard rc == 0 else { throw ChildError.spawn("posix_spawn \(executable): \(rc)") }
         pid = child
-        stdoutFD = pipeFDs[0]
+        stdoutFD = readEnd
     }
+
+    private static let spawnLock = Mutex<Void>(())
 
     public enum ChildError: Error, CustomStringConvertible {
         case spawn(String), timeout(String), exited(String)

@@ -265,11 +265,22 @@ struct RedoLog {
     /// Largest payload a log may claim.
     static let maxTotal = 1 << 30
 
-    /// Reads the log of the lane at `lane`. Returns nil when the lane is empty or the log is
-    /// torn (its structure or checksum does not hold: its fence never completed). Throws
-    /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
-    /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
-    static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) throws(PoolError) -> Found? {
+    /// The structure of a log read from a lane: what ``validate(bytes:lane:size:allowed:)``
+    /// checks, and what a fuzzer re-seals.
+    struct Scan {
+        let seq: UInt64
+        let total: Int
+        /// The checksum the log's bytes call for.
+        let crc: UInt32
+        /// A target outside the writable regions (the log is valid only if none).
+        let badTarget: String?
+        let verifications: [(offset: Int, count: Int, crc: UInt32)]
+    }
+
+    /// Walks the log of the lane at `lane`: nil when the lane is empty or the log's structure
+    /// does not hold (lengths, segment bounds, known ops). Never reads outside `allowed` and the
+    /// lane: every length read from the log is bounded before it is used.
+    static func scan(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) -> Scan? {
         let seq = bytes.u64(lane + LogField.seq)
         guard seq != 0 else { return nil }
         let total = Int(bytes.u32(lane + LogField.bytes))
@@ -314,12 +325,21 @@ struct RedoLog {
                 at += size
             }
         }
-        guard crc == bytes.u32(lane + LogField.checksum) else { return nil }
+        return Scan(seq: seq, total: total, crc: crc, badTarget: badTarget, verifications: verifications)
+    }
+
+    /// Reads the log of the lane at `lane`. Returns nil when the lane is empty or the log is
+    /// torn (its structure or checksum does not hold: its fence never completed). Throws
+    /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
+    /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
+    static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) throws(PoolError) -> Found? {
+        guard let s = scan(bytes: bytes, lane: lane, size: size, allowed: allowed),
+              s.crc == bytes.u32(lane + LogField.checksum) else { return nil }
         // Data flushed under the same fence as the log must have reached the media too.
-        for v in verifications where Checksum.crc32c(bytes.pointer(v.offset), count: v.count) != v.crc { return nil }
-        if let badTarget {
+        for v in s.verifications where Checksum.crc32c(bytes.pointer(v.offset), count: v.count) != v.crc { return nil }
+        if let badTarget = s.badTarget {
             throw PoolError(.corrupted, "the redo log of the lane at offset \(lane) holds \(badTarget), outside the pool's writable regions")
         }
-        return Found(lane: lane, seq: seq, total: total)
+        return Found(lane: lane, seq: s.seq, total: s.total)
     }
 }

@@ -139,7 +139,7 @@ extension String: PersistentKey {
         check.checkString(stored.overflow, "string block")
         do {
             try stored.overflow.withUTF8(in: check.pool) { utf8 in
-                let same = withUnsafeBytes(of: &prefix) { memcmp($0.baseAddress!, utf8.baseAddress!, 16) == 0 }
+                let same = utf8.count >= 16 && withUnsafeBytes(of: &prefix) { p in utf8.prefix(16).elementsEqual(p) }
                 if utf8.count != stored.count || !same {
                     check.note("string at \(stored.overflow.storage.offset): its \(utf8.count) bytes disagree with the key's count \(stored.count) or prefix")
                 }

@@ -66,6 +66,23 @@ void ph_flush_clflushopt(const void *p, size_t len) { (void)p; (void)len; __atom
 void ph_flush_clflush(const void *p, size_t len) { (void)p; (void)len; __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 #endif
 
+// MARK: - Simulated media
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PH_NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef PH_NO_TSAN
+#define PH_NO_TSAN
+#endif
+
+PH_NO_TSAN void ph_copy_line(void *dst, const void *src) {
+    const volatile uint64_t *s = (const volatile uint64_t *)src;
+    uint64_t *d = (uint64_t *)dst;
+    for (int i = 0; i < 8; i++) d[i] = s[i];
+}
+
 // MARK: - CRC-32C
 
 static uint32_t crc_table[8][256];
@@ -135,14 +152,16 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static void (*exit_destructor)(void *) = 0;
 
 static void exit_trampoline(void *arg) {
-    if (exit_destructor) exit_destructor(arg);
+    void (*d)(void *) = __atomic_load_n(&exit_destructor, __ATOMIC_ACQUIRE);
+    if (d) d(arg);
 }
 
 static void exit_init(void) { pthread_key_create(&exit_key, exit_trampoline); }
 
 int ph_register_thread_exit(void (*destructor)(void *), void *arg) {
     pthread_once(&exit_once, exit_init);
-    exit_destructor = destructor;
+    // Every thread registers the same destructor: an atomic store, so racing registrations are well defined.
+    __atomic_store_n(&exit_destructor, destructor, __ATOMIC_RELEASE);
     return pthread_setspecific(exit_key, arg);
 }
 

@@ -133,6 +133,34 @@ enum Corpus {
         say("seed-corpus: \(count) cases written to \(dir)")
     }
 
+    /// Seeds for the libFuzzer targets (Fuzz/libfuzzer): both header copies of every base image,
+    /// every lane of the crash images (committed logs), the first leaf of the sorted map with the
+    /// tree header's count and height in front.
+    static func saveSeeds(into dir: String) throws {
+        for d in ["", "/header", "/redolog", "/btree"] { mkdir(dir + d, 0o755) }
+        let images = try BaseImages.make()
+        for image in images {
+            let b = image.bytes
+            _ = FileBytes.write("\(dir)/header/\(image.name).bin", Array(b[0..<256]) + Array(b[0x1000..<0x1100]))
+            for lane in 0..<2 {
+                let at = 0x3000 + lane * 2048
+                let log = Array(b[at..<(at + 2048)])
+                if log.contains(where: { $0 != 0 }) { _ = FileBytes.write("\(dir)/redolog/\(image.name)-lane\(lane).bin", log) }
+            }
+        }
+        if let clean = images.first(where: { $0.name == "clean" }) {
+            let pool = try Pool.openSimulated(image: clean.bytes, layout: fuzzLayout)
+            let root = try pool.root(FuzzRoot.self)
+            let leaf = Int(try firstLeaf(pool, root))
+            var seed: [UInt8] = []
+            for v in [1, 1] as [UInt64] { for i in 0..<8 { seed.append(UInt8(truncatingIfNeeded: v >> UInt64(8 * i))) } }
+            seed += clean.bytes[leaf..<(leaf + 3448)]
+            _ = FileBytes.write("\(dir)/btree/first-leaf.bin", seed)
+            try pool.close()
+        }
+        say("save-seeds: written to \(dir)")
+    }
+
     /// `craft OUT BASE OFFSET VALUE [reseal-logs|reseal-headers]`: one 8-byte change to a base image.
     static func craft(_ args: [String]) throws {
         guard args.count >= 4, let offset = Int(args[2]), let value = UInt64(args[3].hasPrefix("0x") ? String(args[3].dropFirst(2)) : args[3], radix: args[3].hasPrefix("0x") ? 16 : 10) else {

@@ -10,6 +10,7 @@
 //       runs every saved case (the corpus, Tests/FuzzCorpus); exit status 1 on a crash or hang.
 //   pheap-fuzz case POOL      (internal) one case, in the child
 //   pheap-fuzz save-images DIR  writes the base images (seeds for libFuzzer, inspection)
+//   pheap-fuzz save-seeds DIR   writes seed inputs for the libFuzzer targets (Fuzz/libfuzzer)
 //   pheap-fuzz seed-corpus DIR  writes the damage signatures of the reliability issue as cases
 //   pheap-fuzz craft OUT BASE OFFSET VALUE [reseal-logs|reseal-headers]   rebuilds a reported case
 #if canImport(Glibc)
@@ -276,6 +277,9 @@ case "save-images":
 case "seed-corpus":
     guard args.count == 3 else { fail("seed-corpus DIR") }
     do { try Corpus.seed(into: args[2]) } catch { fail("\(error)") }
+case "save-seeds":
+    guard args.count == 3 else { fail("save-seeds DIR") }
+    do { try Corpus.saveSeeds(into: args[2]) } catch { fail("\(error)") }
 case "craft":
     do { try Corpus.craft(Array(args.dropFirst(2))) } catch { fail("\(error)") }
 default:

@@ -125,6 +125,9 @@ struct KV: ParsableCommand {
         case "delete": access = .write(create: create)
         default: access = .write(create: true)
         }
+        // A bad input file is refused before the pool is opened (or created).
+        let input = action == "load" ? try KV.openInput(arguments[0]) : nil
+        defer { try? input?.close() }
         let store = try KVStore(path: path, access: access)
         defer { try? store.pool.close() }
         switch action {
@@ -151,14 +154,14 @@ struct KV: ParsableCommand {
         case "count":
             print(try store.map?.count ?? 0)
         case "load":
-            try load(file: arguments[0], into: store)
+            if let input { try load(file: arguments[0], from: input, into: store) }
         default:
             break
         }
     }
 
-    private func load(file: String, into store: KVStore) throws {
-        guard let map = store.map else { throw CommandFailure(message: "\(path): the store has no map", code: 1) }
+    /// Opens the TSV file to load, or fails in one line (missing, a directory, unreadable).
+    static func openInput(_ file: String) throws -> FileHandle {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) else {
             throw CommandFailure(message: "\(file): no such file", code: 1)
@@ -167,7 +170,11 @@ struct KV: ParsableCommand {
         guard let handle = FileHandle(forReadingAtPath: file) else {
             throw CommandFailure(message: "\(file): cannot read (permission denied?)", code: 1)
         }
-        defer { try? handle.close() }
+        return handle
+    }
+
+    private func load(file: String, from handle: FileHandle, into store: KVStore) throws {
+        guard let map = store.map else { throw CommandFailure(message: "\(path): the store has no map", code: 1) }
         let started = Date()
         var loaded = 0, lineNumber = 0
         var pending: [(String, String)] = []

@@ -423,7 +423,7 @@ struct AllocatorTests {
         let pool = try Pool.createSimulated(size: 8 << 20, layout: "mt", options: PoolOptions(maxSize: 64 << 20, laneCount: 4))
         let slotsPerThread = 64
         let table = try pool.allocate(PRawPointer.self, count: 4 * slotsPerThread, zeroed: true)
-        let failures = Mutex<[String]>([])
+        let failures = Locked<[String]>([])
         let threads = (0..<4).map { t in
             Thread {
                 do {

@@ -34,15 +34,16 @@ struct ContainerCrashTests {
         return out
     }
 
-    @Test("simulated power failure at every fence: sorted map inserts, updates, deletes and node splits")
-    func sortedMap() throws {
+    @Test("simulated power failure at every fence: sorted map inserts, updates, deletes and node splits",
+          arguments: crashSeeds(51, normal: 1, long: 3))
+    func sortedMap(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)
         let map = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.sorted))
         var model: [String: String] = [:]
         let history = History(model)
         let inFlight = Mutex<[String: String]?>(nil)
-        var rng = RepeatableRandomNumberGenerator(seed: 51)
+        var rng = RepeatableRandomNumberGenerator(seed: seed)
         let read: @Sendable (Pool) throws -> [String: String] = { p in
             let m = try PersistentSortedDictionary<String, String>.open(p, at: try p.root(ContainerRoot.self).field(\.sorted))
             return Dictionary(uniqueKeysWithValues: try m.scan().map { ($0.key, $0.value) })
@@ -52,7 +53,7 @@ struct ContainerCrashTests {
                 .destroy(unlinking: try p.root(ContainerRoot.self).field(\.sorted))
         }
         let ops = longTests ? 1500 : 260
-        let (images, problems) = try crashAtEveryFence(pool, stride: 1, seedBase: 51 << 32, verify: { p, _ in
+        let (images, problems) = try crashAtEveryFence(pool, stride: 1, seedBase: seed << 32, verify: { p, _ in
             try Self.verifyContainer(p, read: read, candidates: history.candidates(inFlight: inFlight.withLock { $0 }), destroy: destroy)
         }) {
             for _ in 0..<ops {
@@ -79,15 +80,16 @@ struct ContainerCrashTests {
         print("sorted map: \(images) crash images checked")
     }
 
-    @Test("simulated power failure at every fence: hash map inserts and removals through incremental resizes")
-    func hashMap() throws {
+    @Test("simulated power failure at every fence: hash map inserts and removals through incremental resizes",
+          arguments: crashSeeds(152, normal: 1, long: 3))
+    func hashMap(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)
         let map = try PersistentDictionary<Int, Int>.open(pool, at: root.field(\.map))
         var model: [Int: Int] = [:]
         let history = History(model)
         let inFlight = Mutex<[Int: Int]?>(nil)
-        var rng = RepeatableRandomNumberGenerator(seed: 52)
+        var rng = RepeatableRandomNumberGenerator(seed: seed == 152 ? 52 : seed)
         let read: @Sendable (Pool) throws -> [Int: Int] = { p in
             let m = try PersistentDictionary<Int, Int>.open(p, at: try p.root(ContainerRoot.self).field(\.map))
             return Dictionary(uniqueKeysWithValues: try m.entries().map { ($0.key, $0.value) })
@@ -97,7 +99,7 @@ struct ContainerCrashTests {
                 .destroy(unlinking: try p.root(ContainerRoot.self).field(\.map))
         }
         let ops = longTests ? 2000 : 300
-        let (images, problems) = try crashAtEveryFence(pool, seedBase: 52 << 32, verify: { p, _ in
+        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in
             try Self.verifyContainer(p, read: read, candidates: history.candidates(inFlight: inFlight.withLock { $0 }), destroy: destroy)
         }) {
             for step in 0..<ops {
@@ -116,21 +118,22 @@ struct ContainerCrashTests {
         print("hash map: \(images) crash images checked")
     }
 
-    @Test("simulated power failure at every fence: array appends, inserts, removals and growth")
-    func array() throws {
+    @Test("simulated power failure at every fence: array appends, inserts, removals and growth",
+          arguments: crashSeeds(53, normal: 1, long: 3))
+    func array(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)
         let a = try PersistentArray<Int>.open(pool, at: root.field(\.array))
         var model: [Int] = []
         let history = History(model)
         let inFlight = Mutex<[Int]?>(nil)
-        var rng = RepeatableRandomNumberGenerator(seed: 53)
+        var rng = RepeatableRandomNumberGenerator(seed: seed)
         let read: @Sendable (Pool) throws -> [Int] = { p in try PersistentArray<Int>.open(p, at: try p.root(ContainerRoot.self).field(\.array)).elements() }
         let destroy: @Sendable (Pool) throws -> Void = { p in
             try PersistentArray<Int>.open(p, at: try p.root(ContainerRoot.self).field(\.array)).destroy(unlinking: try p.root(ContainerRoot.self).field(\.array))
         }
         let ops = longTests ? 2000 : 300
-        let (images, problems) = try crashAtEveryFence(pool, seedBase: 53 << 32, verify: { p, _ in
+        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in
             try Self.verifyContainer(p, read: read, candidates: history.candidates(inFlight: inFlight.withLock { $0 }), destroy: destroy)
         }) {
             for step in 0..<ops {
@@ -164,7 +167,7 @@ struct ContainerCrashTests {
         for i in 0..<lines { text += "key\(zeroPadded(i, 8))\tvalue of line \(i)\n" }
         FileBytes.write(tsv, Array(text.utf8))
         var rng = RepeatableRandomNumberGenerator(seed: 61)
-        for round in 0..<(longTests ? 20 : 4) {
+        for round in 0..<(longTests ? 100 : 4) {
             let pool = d.file("kv-\(round).pool")
             let child = try ChildProcess(executable: siblingExecutable("pheap"), arguments: ["kv", pool, "load", tsv, "--batch", "16"])
             usleep(UInt32.random(in: 150_000...900_000, using: &rng))

@@ -12,6 +12,12 @@ let longTests = getenv("PHEAP_LONG_TESTS").map { String(cString: $0) == "1" } ??
 /// Counts crash images checked by all tests (reported at the end of each test).
 let crashImagesChecked = Atomic<Int>(0)
 
+/// Seeds of a crash workload: `normal` of them on every run; in the long mode (≥ 1,000,000 crash
+/// images and ≥ 1,000 real kills across the suite, see README) `long` of them.
+func crashSeeds(_ first: UInt64, normal: Int, long: Int) -> [UInt64] {
+    (0..<UInt64(longTests ? long : normal)).map { first + $0 }
+}
+
 /// Eviction probabilities used for each crash point (with a distinct seed each).
 let evictionProbabilities: [Double] = longTests ? [0, 0.05, 0.2, 0.5, 0.8, 1] : [0, 0.1, 0.5, 1]
 
@@ -51,7 +57,7 @@ func crashAtEveryFence(_ pool: Pool, stride: Int = 1, seedBase: UInt64 = 0,
 @Suite("Crash consistency")
 struct CrashTests {
     @Test("simulated power failure at every fence: linked workload (allocate-and-link, free-and-unlink, reallocate, replace, growth)",
-          arguments: [11, 12, 13] as [UInt64])
+          arguments: crashSeeds(11, normal: 3, long: 16))
     func linkedWorkload(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
                                             options: PoolOptions(maxSize: 4 << 20, growthStep: 256 << 10, laneCount: 2))
@@ -102,7 +108,7 @@ struct CrashTests {
         print("linked large workload: \(images + images2) crash images checked")
     }
 
-    @Test("simulated power failure at every fence: plain allocate / free; completed operations survive", arguments: [21, 22] as [UInt64])
+    @Test("simulated power failure at every fence: plain allocate / free; completed operations survive", arguments: crashSeeds(21, normal: 2, long: 12))
     func plainWorkload(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
                                             options: PoolOptions(maxSize: 8 << 20, growthStep: 256 << 10, laneCount: 2))
@@ -187,7 +193,7 @@ struct CrashTests {
     @Test("real kills: a process running the linked workload on a file is SIGKILLed at random moments")
     func realKills() throws {
         let d = ScratchDirectory("kills")
-        let rounds = longTests ? 300 : 16
+        let rounds = longTests ? 500 : 16
         var rng = RepeatableRandomNumberGenerator(seed: 99)
         var totalOps = 0
         for round in 0..<rounds {

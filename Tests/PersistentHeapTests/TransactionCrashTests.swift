@@ -76,7 +76,7 @@ struct TransactionCrashTests {
     }
 
     @Test("simulated power failure at every fence of transactional workloads: transfers, list rebuilds, nested and aborted transactions, large transactions",
-          arguments: [31, 32] as [UInt64])
+          arguments: crashSeeds(31, normal: 2, long: 12))
     func transactional(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash",
                                             options: PoolOptions(maxSize: 8 << 20, growthStep: 512 << 10, laneCount: 2))
@@ -190,7 +190,7 @@ struct TransactionCrashTests {
         let d = ScratchDirectory("txkills")
         let path = d.file("bank.pool")
         var rng = RepeatableRandomNumberGenerator(seed: 5)
-        let rounds = longTests ? 200 : 10
+        let rounds = longTests ? 400 : 10
         var lastSeen = 0
         for round in 0..<rounds {
             let child = try ChildProcess(executable: siblingExecutable("pheap-crash-helper"), arguments: ["transfers", path, "\(round)"])

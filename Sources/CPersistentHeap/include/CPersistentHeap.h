@@ -51,6 +51,12 @@ static inline void ph_pause(void) {
 #endif
 }
 
+/// Copies the 64-byte line at `src` to `dst`: the simulated media's snapshot of a cache line at a
+/// flush. Other threads may be storing to their own words of that line at the same moment (a
+/// cache writes back whole lines while cores write them), so this copy is excluded from
+/// ThreadSanitizer: the race is the hardware behaviour being simulated, not a bug.
+void ph_copy_line(void *dst, const void *src);
+
 // MARK: - CRC-32C (Castagnoli)
 
 /// Continue a CRC-32C over [p, p+len). Start with crc = 0; the result is final

@@ -10,13 +10,13 @@ import Synchronization
 /// so the allocation fast path takes no lock. When every lane is taken, a new thread waits.
 final class LaneTable: @unchecked Sendable {
     let count: Int
-    private let free: Mutex<[Int]>
+    private let free: Locked<[Int]>
     /// Called with a lane index when a thread gives its lane back (exit, eviction, close).
     var onRelease: (@Sendable (Int) -> Void)?
 
     init(count: Int) {
         self.count = count
-        free = Mutex(Array((0..<count).reversed()))
+        free = Locked(Array((0..<count).reversed()))
     }
 
     /// Takes a free lane, waiting while all are in use.
@@ -35,8 +35,6 @@ final class LaneTable: @unchecked Sendable {
         free.withLock { $0.append(lane) }
     }
 
-    /// Lanes currently held by threads.
-    var inUse: Int { count - free.withLock { $0.count } }
 }
 
 /// Pool ids, unique for the life of the process (never reused, so a stale thread-local cache
@@ -49,7 +47,7 @@ enum PoolIdentity {
 /// Maps live pool ids to their lane tables, so a thread that exits can give its lanes back.
 enum LaneRegistry {
     final class Entry: @unchecked Sendable { weak var lanes: LaneTable? ; init(_ l: LaneTable) { lanes = l } }
-    private static let table = Mutex<[UInt64: Entry]>([:])
+    private static let table = Locked<[UInt64: Entry]>([:])
 
     static func register(_ id: UInt64, _ lanes: LaneTable) { table.withLock { $0[id] = Entry(lanes) } }
     static func unregister(_ id: UInt64) { _ = table.withLock { $0.removeValue(forKey: id) } }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
+import CPersistentHeap
 
 /// The media of a pool in the simulated domain: the pool's bytes live in process memory and
 /// this object keeps a separate **durable image** — what would survive a power failure now.
@@ -29,8 +29,8 @@ public final class SimulatedMedia: @unchecked Sendable {
     }
 
     private let current: UnsafeMutableRawPointer
-    private let state: Mutex<State>
-    private let hook = Mutex<(@Sendable (SimulatedMedia, Int) -> Void)?>(nil)
+    private let state: Locked<State>
+    private let hook = Locked<(@Sendable (SimulatedMedia, Int) -> Void)?>(nil)
 
     /// Creates media over `current` (the pool's memory, `size` bytes) whose durable image starts
     /// as a copy of `durableImage` (or of `current` when nil).
@@ -42,7 +42,7 @@ public final class SimulatedMedia: @unchecked Sendable {
         } else {
             d.copyMemory(from: current, byteCount: size)
         }
-        state = Mutex(State(durable: d, size: size))
+        state = Locked(State(durable: d, size: size))
     }
 
     deinit {
@@ -66,7 +66,11 @@ public final class SimulatedMedia: @unchecked Sendable {
         let first = offset >> 6, last = (offset + count - 1) >> 6
         state.withLock { s in
             for line in first...last where line << 6 < s.size {
-                s.pending[line] = (current + (line << 6)).loadUnaligned(as: Line.self)
+                // A snapshot of the whole line, which other threads may be writing (their own
+                // words of it) right now — as a cache writes back a line (see ph_copy_line).
+                var contents = Line(words: (0, 0, 0, 0, 0, 0, 0, 0))
+                withUnsafeMutableBytes(of: &contents) { ph_copy_line($0.baseAddress, current + (line << 6)) }
+                s.pending[line] = contents
             }
         }
     }

@@ -49,9 +49,13 @@ public final class Pool: @unchecked Sendable {
     let maxRequest: Int
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
     private let closed = Atomic<Bool>(true)
-    /// Per lane: the lane's transaction state (created on first use, touched only by the lane's thread).
+    /// Per lane: the lane's transaction state (created on first use, touched only by the lane's
+    /// thread). `txStates` is `transactionStates.base`, kept apart for the hot path.
     let txStates: UnsafeMutablePointer<UnsafeMutablePointer<TransactionState>?>
-    let rootLock = Mutex<Void>(())
+    /// Owns `txStates` (freed when the pool goes away — including when `init` fails midway,
+    /// where no `deinit` runs).
+    private let transactionStates: TransactionStates
+    let rootLock = Locked<Void>(())
 
     /// The simulated media (tests), or nil for a file pool.
     public var simulatedMedia: SimulatedMedia? { persistence.media }
@@ -66,8 +70,8 @@ public final class Pool: @unchecked Sendable {
         poolID = PoolIdentity.make()
         bytes = PoolBytes(base: mapping.base)
         lanes = LaneTable(count: Int(header.laneCount))
-        txStates = .allocate(capacity: Int(header.laneCount))
-        txStates.initialize(repeating: nil, count: Int(header.laneCount))
+        transactionStates = TransactionStates(count: Int(header.laneCount))
+        txStates = transactionStates.base
         persistence = Persistence(domain: domain, base: mapping.base, media: media, deferredSlots: Int(header.laneCount))
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
 
@@ -111,9 +115,6 @@ public final class Pool: @unchecked Sendable {
 
     deinit {
         if !closed.load(ordering: .acquiring) { try? close() }
-        for lane in 0..<lanes.count { if let state = txStates[lane] { TransactionContext.release(state) } }
-        txStates.deinitialize(count: lanes.count)
-        txStates.deallocate()
     }
 
     // MARK: Creating

@@ -70,6 +70,24 @@ struct FreshBlock {
     var written: Bool
 }
 
+/// The per-lane transaction states of a pool (each created on first use), freed with the pool.
+final class TransactionStates: @unchecked Sendable {
+    let base: UnsafeMutablePointer<UnsafeMutablePointer<TransactionState>?>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        base = .allocate(capacity: count)
+        base.initialize(repeating: nil, count: count)
+    }
+
+    deinit {
+        for lane in 0..<count { if let state = base[lane] { TransactionContext.release(state) } }
+        base.deinitialize(count: count)
+        base.deallocate()
+    }
+}
+
 /// A lane's transaction context: the lane and its state, reused from one transaction to the
 /// next. A plain pair (no object): beginning a transaction takes no reference count.
 struct TransactionContext {

@@ -209,7 +209,7 @@ func run(_ o: Options) -> Int32 {
             }
             if (i + 1) % 1000 == 0 && i + 1 < o.cases {
                 let (s, _) = summary(tally, cases: i + 1, seconds: monotonicSeconds() - started)
-                say(s)
+                say("progress: " + s)
             }
         }
     }

@@ -45,7 +45,9 @@ struct Check: ParsableCommand {
         if deep {
             // The map's deep check, on a heap the allocator check found sound (a damaged heap
             // makes the container walk meaningless).
-            if report.isConsistent, let root = p.rootPointer {
+            if !report.isConsistent {
+                findings.append("containers not checked: the heap itself has the problems above")
+            } else if let root = p.rootPointer {
                 let ref = try p.load(root.assumingType(KVRoot.self)).map
                 if !ref.isNull { findings += try PersistentSortedDictionary<String, String>(p, ref: ref).validate().map { "map: \($0)" } }
             }

@@ -57,8 +57,10 @@ struct KVStore {
                 throw CommandFailure(message: "\(path): no such pool file", code: 1)
             }
         }
+        var reading = pool.isReadOnly
+        if case .read = access { reading = true }  // also after a read-write open for recovery: create nothing
         do {
-            if pool.isReadOnly {
+            if reading {
                 if let root = pool.rootPointer {
                     let ref = try pool.load(root.assumingType(KVRoot.self)).map
                     map = ref.isNull ? nil : PersistentSortedDictionary(pool, ref: ref)

@@ -119,7 +119,7 @@ extension Heap {
             let old = units
             // The pool maps the new bytes, calls `prewriteGrowth`, then commits the new size.
             let newUnits = try growFile(n - tailFree)
-            precondition(newUnits > old)
+            precondition(newUnits > old)  // `Pool.grow` returns more units or throws
             units = newUnits
             addFreeExtent(old, length: newUnits - old, punched: false)
             found = findFree(n)

@@ -26,8 +26,14 @@ final class Heap: @unchecked Sendable {
     let lanes: LaneTable
     let poolID: UInt64
 
-    /// Heap units in use. Changes only under the extent lock (growth, shrink).
-    var units: Int
+    /// Heap units in use. Changes only under the extent lock (growth, shrink); read by every
+    /// bounds check without it — atomically: a reader sees the old or the new count, never a torn
+    /// one (an acquire load is a plain load on x86 and arm64).
+    var units: Int {
+        get { unitCount.load(ordering: .acquiring) }
+        set { unitCount.store(newValue, ordering: .releasing) }
+    }
+    private let unitCount = Atomic<Int>(0)
 
     private let infoStorage: VolatileArray
     private let startStorage: VolatileArray
@@ -85,7 +91,7 @@ final class Heap: @unchecked Sendable {
         laneOffset = Int(header.laneOffset)
         self.lanes = lanes
         self.poolID = poolID
-        units = header.units
+        unitCount.store(header.units, ordering: .relaxed)
         infoStorage = try VolatileArray(bytes: maxUnits * UnitInfo.stride)
         startStorage = try VolatileArray(bytes: maxUnits * 4)
         positionStorage = try VolatileArray(bytes: maxUnits * 4)

@@ -58,6 +58,8 @@ struct RedoLog {
 
     @inline(__always)
     private mutating func reserve(_ n: Int) -> Int {
+        // Building a log in this process: callers size it first (`logBytes`, the fast-log
+        // entry counts). Logs read from a pool never come here (`scan` bounds those).
         precondition(remaining >= n, "redo log overflow")
         guard extensions != nil else {
             let at = lane + LogField.payload + inlineUsed

@@ -389,6 +389,11 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// The bytes of a value or child pointer, as a slot's second field.
     static func bits<T: BitwiseCopyable>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
 
+    /// Copies a slot's second field (possibly empty: a zero-size value) to `to`.
+    static func copy(_ bytes: [UInt8], to: UnsafeMutableRawPointer) {
+        bytes.withUnsafeBytes { b in if let from = b.baseAddress { to.copyMemory(from: from, byteCount: b.count) } }
+    }
+
     /// Allocates a node initialised in place with `entries` in order.
     private func newNode(_ tx: Transaction, leaf: Bool, link: PRawPointer, entries: [(Key.Stored, [UInt8])]) throws -> PRawPointer {
         let l = leaf ? leafLayout : innerLayout
@@ -399,7 +404,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             for (i, (k, v)) in entries.enumerated() {
                 buf.storeBytes(of: Key.orderPrefix(stored: k) << 8 | UInt64(i), toByteOffset: 64 + i * 8, as: UInt64.self)
                 buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
-                v.withUnsafeBytes { (buf.baseAddress! + l.slots + i * l.entry + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                Self.copy(v, to: buf.baseAddress! + l.slots + i * l.entry + l.valueOffset)
             }
         }
     }
@@ -462,7 +467,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         guard free < l.capacity else { throw corrupted(pool, "B+ tree node", at: n.offset, "no free slot among \(count) entries") }
         try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { buf in
             buf.storeBytes(of: key, as: Key.Stored.self)
-            payload.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            Self.copy(payload, to: buf.baseAddress! + l.valueOffset)
         }
         try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 64 + pos * 8)), count: (count - pos + 1) * 8) { buf in
             if count > pos { (buf.baseAddress! + 8).copyMemory(from: buf.baseAddress!, byteCount: (count - pos) * 8) }
@@ -488,7 +493,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
                 used[slot] = true
                 try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + slot * l.entry)), count: l.entry) { buf in
                     buf.storeBytes(of: e.0, as: Key.Stored.self)
-                    e.1.withUnsafeBytes { (buf.baseAddress! + l.valueOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    Self.copy(e.1, to: buf.baseAddress! + l.valueOffset)
                 }
             }
             order.append(Key.orderPrefix(stored: e.0) << 8 | UInt64(slot))

@@ -229,7 +229,8 @@ public final class Persistence: @unchecked Sendable {
         state.pointee.msyncs &+= 1
         let err = VirtualMemory.sync(UnsafeRawPointer(bitPattern: lo)!, length: Int(hi - lo))
         // msync of a live shared mapping only fails on I/O errors (EIO) or a vanished mapping;
-        // durability cannot be promised then, and continuing would silently lose data.
+        // durability cannot be promised then, and continuing would silently lose data. (A device
+        // error, not a persisted value: the one trap the untrusted-input rules keep on purpose.)
         precondition(err == 0 || err == ENOMEM, "msync failed with errno \(err): the pool cannot be made durable")
     }
 }

@@ -62,6 +62,7 @@ final class PoolMapping: @unchecked Sendable {
 
     /// Extends the file (and reserves its blocks) and maps the new bytes in place.
     func grow(to newSize: Int) throws(PoolError) {
+        // Invariant of `Pool.grow`, which bounds the size by the validated header.
         precondition(newSize > mappedSize && newSize <= reserved)
         let old = mappedSize
         if let file {
@@ -81,6 +82,7 @@ final class PoolMapping: @unchecked Sendable {
 
     /// Unmaps the tail past `newSize` and truncates the file to `newSize`.
     func shrink(to newSize: Int) throws(PoolError) {
+        // Invariant of `Heap.shrinkTail`.
         precondition(newSize < mappedSize)
         let old = mappedSize
         mappedSize = newSize

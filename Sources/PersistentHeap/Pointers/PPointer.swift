@@ -37,6 +37,7 @@ public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Com
     /// to allocate-and-link operations. Traps for a key path that is not a stored property.
     @inlinable public func field<Field: BitwiseCopyable>(_ path: WritableKeyPath<Pointee, Field>) -> PPointer<Field> {
         guard let o = MemoryLayout<Pointee>.offset(of: path) else {
+            // The caller's contract (a key path written in code), never a persisted value.
             preconditionFailure("field(_:) needs a key path to a stored property")
         }
         return PPointer<Field>(offset: offset + UInt64(o))

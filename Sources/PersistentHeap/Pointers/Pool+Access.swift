@@ -86,6 +86,7 @@ extension Pool {
     /// file: dereference it with ``load(_:)`` / ``store(_:at:)``, which throw instead of trapping
     /// when the pool is damaged.
     public subscript<T>(p: PPointer<T>) -> T {
+        // The one trapping accessor, by design (like Array's subscript): documented above.
         get {
             do { return try load(p) } catch { preconditionFailure("\(error)") }
         }

@@ -43,7 +43,9 @@ public final class Pool: @unchecked Sendable {
     let lanes: LaneTable
     let poolID: UInt64
     let bytes: PoolBytes
-    private(set) var header: PoolHeader
+    /// The header as read (or made) at open. Immutable: the pool's current size is the heap's
+    /// (``size``); growth and shrink write copies with the new size (``writeHeader(poolSize:)``).
+    let header: PoolHeader
     /// `header.maxSize`, kept apart: reading a field of `header` on the hot path would copy
     /// the struct (and retain its array and string).
     let maxRequest: Int
@@ -93,8 +95,8 @@ public final class Pool: @unchecked Sendable {
         if !readOnly {
             switch repair {
             case .none: break
-            case .primary: writeHeaderCopy(at: Format.primaryHeaderOffset)
-            case .backup: writeHeaderCopy(at: Format.backupHeaderOffset)
+            case .primary: writeHeaderCopy(header, at: Format.primaryHeaderOffset)
+            case .backup: writeHeaderCopy(header, at: Format.backupHeaderOffset)
             }
             try heap.freeLeftoverExtensions(laneCount: Int(header.laneCount))
             // Dirty until close(): a crash from here on is detected at the next open.
@@ -376,16 +378,24 @@ public final class Pool: @unchecked Sendable {
 
     // MARK: Header, growth, shrink
 
-    /// Rewrites both header copies from `header`: primary, persist, backup, persist. A torn
-    /// write leaves one good copy, which the next open prefers and repairs the other from.
-    func writeHeader() {
-        writeHeaderCopy(at: Format.primaryHeaderOffset)
-        writeHeaderCopy(at: Format.backupHeaderOffset)
+    /// The header as it is now: `header` with the current pool size.
+    var currentHeader: PoolHeader {
+        var h = header
+        h.poolSize = UInt64(heap.poolEnd)
+        return h
     }
 
-    private func writeHeaderCopy(at offset: Int) {
-        let encoded = header.encode()
-        bytes.copy(encoded, to: offset)
+    /// Rewrites both header copies with pool size `poolSize`: primary, persist, backup, persist.
+    /// A torn write leaves one good copy, which the next open prefers and repairs the other from.
+    func writeHeader(poolSize: Int) {
+        var h = header
+        h.poolSize = UInt64(poolSize)
+        writeHeaderCopy(h, at: Format.primaryHeaderOffset)
+        writeHeaderCopy(h, at: Format.backupHeaderOffset)
+    }
+
+    private func writeHeaderCopy(_ h: PoolHeader, at offset: Int) {
+        bytes.copy(h.encode(), to: offset)
         persistence.persist(bytes.pointer(offset), count: Format.headerSize)
     }
 
@@ -405,7 +415,7 @@ public final class Pool: @unchecked Sendable {
     /// then commit the new size in the header.
     private func grow(byAtLeastUnits need: Int) throws(PoolError) -> Int {
         // Every header value is ≤ 64 TiB (PoolHeader.inconsistency), so nothing below overflows.
-        let old = Int(header.poolSize)
+        let old = heap.poolEnd
         let heapOffset = Int(header.heapOffset)
         let limit = heapOffset + (Int(header.maxSize) - heapOffset) / Format.unitSize * Format.unitSize
         let step = Int(header.growStep)
@@ -420,22 +430,20 @@ public final class Pool: @unchecked Sendable {
         try mapping.grow(to: newSize)
         if let file = mapping.file {
             // The unit-table entries of the new units may lie in a sparse part of the file.
-            let from = Int(header.tableOffset) + header.units * 8
+            let from = Int(header.tableOffset) + heap.units * 8
             try file.allocateSpace(offset: from, length: (newSize - old) / Format.unitSize * 8 + 8)
         }
         persistence.media?.grow(to: newSize)
-        let oldUnits = header.units
-        header.poolSize = UInt64(newSize)
-        heap.prewriteGrowth(from: oldUnits, to: header.units)
-        writeHeader()
-        return header.units
+        let newUnits = (newSize - heapOffset) >> Format.unitShift
+        heap.prewriteGrowth(from: heap.units, to: newUnits)
+        writeHeader(poolSize: newSize)
+        return newUnits
     }
 
     /// Shrink (extent lock held): commit the smaller size in the header, then unmap and truncate.
     private func shrinkFile(toUnits keep: Int) throws(PoolError) {
         let newSize = Int(header.heapOffset) + keep << Format.unitShift
-        header.poolSize = UInt64(newSize)
-        writeHeader()
+        writeHeader(poolSize: newSize)
         try mapping.shrink(to: newSize)
         persistence.media?.shrink(to: newSize)
     }

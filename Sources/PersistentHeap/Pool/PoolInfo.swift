@@ -72,7 +72,7 @@ public struct PoolInfo: Sendable, Equatable, Codable {
 extension Pool {
     /// The pool's header information and state.
     public var info: PoolInfo {
-        PoolInfo(header: header, domain: persistence.domain.rawValue,
+        PoolInfo(header: currentHeader, domain: persistence.domain.rawValue,
                  state: isClosed ? ShutdownState.clean : bytes.u64(StateField.shutdown),
                  root: isClosed ? 0 : bytes.u64(StateField.rootSlot))
     }
@@ -80,7 +80,7 @@ extension Pool {
     /// The layout name.
     public var layout: String { header.layout }
     /// Bytes in use by the pool.
-    public var size: Int { Int(header.poolSize) }
+    public var size: Int { heap.poolEnd }
     /// The size the pool may grow to.
     public var maxSize: Int { Int(header.maxSize) }
     /// The pool's UUID.

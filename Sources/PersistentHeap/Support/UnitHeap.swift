@@ -30,6 +30,7 @@ struct UnitHeap {
 
     /// Element at heap index `i` (for invariant checks and iteration).
     subscript(i: Int) -> UInt32 {
+        // Invariant of the caller's loop (`0..<count`); no persisted value reaches it.
         precondition(i >= 0 && i < count)
         return storage[i]
     }
@@ -47,6 +48,7 @@ struct UnitHeap {
     /// Removes `unit`, which must be in this heap.
     mutating func remove(_ unit: UInt32, positions: UnsafeMutablePointer<Int32>) {
         let i = Int(positions[Int(unit)]) - 1
+        // Invariant of the volatile indexes (built by `Heap.load` from validated entries).
         precondition(i >= 0 && i < count && storage[i] == unit, "unit \(unit) is not in this heap")
         positions[Int(unit)] = 0
         count -= 1

@@ -92,26 +92,24 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     }
 
 
-    /// A node read through a reader. `node(_:_:)` validated its kind, its count (≤ capacity)
-    /// and that its whole byte range lies in the heap; every slot number read from its order
-    /// array is checked against the capacity before it is used (`slot(_:)`).
+    /// A node read through a reader. `node(_:_:)` validated its kind, its count (≤ capacity,
+    /// kept here: a node is never read again through the same `Node` after it was changed) and
+    /// that its whole byte range lies in the heap; every slot number read from its order array
+    /// is checked against the capacity before it is used (`slot(_:)`).
     struct Node {
         let offset: Int
         let r: ContainerReader
         let isLeaf: Bool
         let layout: Layout
-        var count: Int {
-            get throws {
-                let c = Int(try r.load(UInt32.self, at: offset + 4))
-                guard c <= layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "claims \(c) entries (capacity \(layout.capacity))") }
-                return c
-            }
-        }
+        let count: Int
         var link: PRawPointer { get throws { try r.load(PRawPointer.self, at: offset + 8) } }
+        /// Order entry `i` (`i < count`: every caller's index is bounded by the validated count).
+        @inline(__always)
         func entry(_ i: Int) throws -> UInt64 {
-            guard i >= 0, i < layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "order index \(i) out of range") }
+            assert(i >= 0 && i < layout.capacity)
             return try r.load(UInt64.self, at: offset + 64 + i * 8)
         }
+        @inline(__always)
         func slot(_ i: Int) throws -> Int {
             let s = Int(try entry(i) & 0xff)
             guard s < layout.capacity else { throw corrupted(r.pool, "B+ tree node", at: offset, "slot \(s) out of range (capacity \(layout.capacity))") }
@@ -126,19 +124,20 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         }
     }
 
-    /// The node at `p`, validated: aligned, inside the heap, a known kind, a count within the
-    /// capacity.
+    /// The node at `p`, validated: aligned, its first line inside the heap, a known kind, a count
+    /// within the capacity, and then its whole byte range inside the heap.
+    @inline(__always)
     func node(_ p: PRawPointer, _ r: ContainerReader) throws -> Node {
         let o = Int(truncatingIfNeeded: p.offset)
         guard !p.isNull else { throw corrupted(pool, "B+ tree", at: Int(truncatingIfNeeded: ref.offset), "a node pointer is null") }
         try r.validate(o, count: 64, "B+ tree node")
-        let kind = try r.load(UInt32.self, at: o)
-        guard kind == 1 || kind == 2 else { throw corrupted(pool, "B+ tree node", at: o, "unknown kind \(kind)") }
+        let head = try r.load(UInt64.self, at: o)  // kind (low half), count (high half)
+        let kind = UInt32(truncatingIfNeeded: head), c = Int(head >> 32)
         let l = kind == 1 ? leafLayout : innerLayout
-        try r.validate(o, count: l.bytes, "B+ tree node")
-        let n = Node(offset: o, r: r, isLeaf: kind == 1, layout: l)
-        _ = try n.count
-        return n
+        guard kind == 1 || kind == 2, c <= l.capacity, o <= pool.heap.poolEnd - l.bytes else {
+            throw corrupted(pool, "B+ tree node", at: o, kind == 1 || kind == 2 ? "claims \(c) entries or runs past the heap" : "unknown kind \(kind)")
+        }
+        return Node(offset: o, r: r, isLeaf: kind == 1, layout: l, count: c)
     }
 
     /// The header, validated: a non-negative count no larger than the pool, a height within 64.
@@ -171,8 +170,9 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// `upperBound` with a prepared key: the search runs over the compact order array, reading
     /// a slot's key only where the 56-bit prefixes are equal.
+    @inline(__always)
     func upperBound(_ n: Node, _ l: Layout, _ probe: Probe, orEqual: Bool) throws -> Int {
-        var lo = 0, hi = try n.count
+        var lo = 0, hi = n.count
         while lo < hi {
             let mid = (lo + hi) / 2
             let e = try n.entry(mid)
@@ -230,7 +230,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             guard let leaf = try descend(probe, r, path: &noPath) else { return nil }
             let l = leafLayout
             let pos = try upperBound(leaf, l, probe, orEqual: true)
-            guard pos < (try leaf.count) else { return nil }
+            guard pos < leaf.count else { return nil }
             let s = try leaf.slot(pos)
             guard try probe.cmp(try leaf.key(l, slot: s)) == 0 else { return nil }
             return try Value.load(try leaf.value(l, slot: s), from: pool)
@@ -274,7 +274,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         }
         var visited = 0
         while let n = leaf {
-            let c = try n.count
+            let c = n.count
             while pos < c {
                 let s = try n.slot(pos)
                 let stored = try n.key(l, slot: s)
@@ -324,7 +324,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             while let p = leaf {
                 let n = try map.node(p, r)
                 guard n.isLeaf else { throw corrupted(map.pool, "B+ tree leaf chain", at: n.offset, "links to an internal node") }
-                if pos < (try n.count) {
+                if pos < n.count {
                     let s = try n.slot(pos)
                     pos += 1
                     let l = map.leafLayout
@@ -369,7 +369,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             return nil
         }
         let pos = try upperBound(leaf, l, key, orEqual: true)
-        if pos < (try leaf.count) {
+        if pos < leaf.count {
             let s = try leaf.slot(pos)
             if try Key.compare(key, try leaf.key(l, slot: s), in: pool) == 0 {
                 let old = try leaf.value(l, slot: s)
@@ -413,7 +413,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     private func insertEntry(_ tx: Transaction, _ r: ContainerReader, node n: Node, layout l: Layout, at pos: Int,
                              key: Key.Stored, payload: [UInt8], path: inout [(Node, Int)]?,
                              height: inout Int, root: inout PRawPointer) throws {
-        let count = try n.count
+        let count = n.count
         let leaf = n.isLeaf
         if count < l.capacity {
             try writeEntry(tx, n, l, at: pos, count: count, key: key, payload: payload)
@@ -515,7 +515,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
             var noPath: [(Node, Int)]? = nil
             guard let leaf = try descend(key, r, path: &noPath) else { return nil }
             let l = leafLayout
-            let count = try leaf.count
+            let count = leaf.count
             let pos = try upperBound(leaf, l, key, orEqual: true)
             guard pos < count else { return nil }
             let s = try leaf.slot(pos)
@@ -554,7 +554,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         let leaf = n.isLeaf
         let l = n.layout
         if !leaf { try free(try n.link, r, tx, depth: depth + 1) }
-        for i in 0..<(try n.count) {
+        for i in 0..<n.count {
             let s = try n.slot(i)
             try Key.release(try n.key(l, slot: s), in: tx)
             if leaf { try Value.release(try n.value(l, slot: s), in: tx) } else { try free(try n.child(l, slot: s), r, tx, depth: depth + 1) }
@@ -612,7 +612,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         let n = try node(p, r)
         guard check.checkBlock(p, bytes: n.layout.bytes, "B+ tree node") else { return }
         let l = n.layout
-        let count = try n.count
+        let count = n.count
         if n.isLeaf != (depth == height) {
             check.note("B+ tree node at \(at): a \(n.isLeaf ? "leaf" : "internal node") at depth \(depth) of a tree of height \(height)")
             return

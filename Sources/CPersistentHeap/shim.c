@@ -8,7 +8,6 @@
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #ifndef MAP_SYNC
 #define MAP_SYNC 0x80000
@@ -171,8 +170,3 @@ int ph_falloc_punch_hole(void) { return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SI
 int ph_map_sync(void) { return MAP_SYNC; }
 int ph_map_shared_validate(void) { return MAP_SHARED_VALIDATE; }
 int ph_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fallocate(fd, mode, offset, len); }
-
-int ph_wifexited(int status) { return WIFEXITED(status); }
-int ph_wexitstatus(int status) { return WEXITSTATUS(status); }
-int ph_wifsignaled(int status) { return WIFSIGNALED(status); }
-int ph_wtermsig(int status) { return WTERMSIG(status); }

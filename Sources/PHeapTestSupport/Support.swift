@@ -2,7 +2,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CPersistentHeap
 import PersistentHeap
 import Synchronization
 
@@ -200,15 +199,11 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Whether the child ended because of `signal`.
     public func wasKilled(by signal: Int32 = SIGKILL) -> Bool {
-        let s = wait()
-        return ph_wifsignaled(s) != 0 && ph_wtermsig(s) == signal
+        WaitStatus(wait()).signal == signal
     }
 
     /// The exit code if the child exited normally.
-    public var exitCode: Int32? {
-        let s = wait()
-        return ph_wifexited(s) != 0 ? ph_wexitstatus(s) : nil
-    }
+    public var exitCode: Int32? { WaitStatus(wait()).exitCode }
 
     deinit {
         if reaped == nil { kill(); wait() }
@@ -253,7 +248,21 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let o = String(decoding: FileBytes.read(out) ?? [], as: UTF8.self)
     let e = String(decoding: FileBytes.read(err) ?? [], as: UTF8.self)
-    return (ph_wifexited(status) != 0 ? ph_wexitstatus(status) : -ph_wtermsig(status), o, e)
+    let w = WaitStatus(status)
+    return (w.exitCode ?? -(w.signal ?? 0), o, e)
+}
+
+/// A `waitpid` status decoded (the `WIFEXITED`/`WTERMSIG` macros Swift does not import).
+public struct WaitStatus {
+    public let raw: Int32
+    public init(_ raw: Int32) { self.raw = raw }
+    /// The exit code, if the process exited normally.
+    public var exitCode: Int32? { raw & 0x7f == 0 ? (raw >> 8) & 0xff : nil }
+    /// The signal that ended the process, if one did.
+    public var signal: Int32? {
+        let s = raw & 0x7f
+        return s != 0 && s != 0x7f ? s : nil
+    }
 }
 
 /// `posix_spawn` of `executable` with `arguments` (argv[0] is added), this process's

@@ -321,9 +321,9 @@ struct AllocatorTests {
         let runOf = { (p: PRawPointer) in Int(h.startOf[(Int(p.offset) - h.heapOffset) >> 12]) }
         let first = runOf(ptrs[0])
         #expect(h.tableEntry(first).isHintedFull)
-        #expect(h.info(first).flags & UnitInfo.unloadedFlag != 0, "a full run is not read at open")
+        #expect(h.info(first).flags & UnitFlags.unloaded != 0, "a full run is not read at open")
         #expect(again.isAllocated(ptrs[5]))  // loads the run
-        #expect(h.info(first).flags & UnitInfo.unloadedFlag == 0)
+        #expect(h.info(first).flags & UnitFlags.unloaded == 0)
         try again.free(ptrs[5])
         #expect(!h.tableEntry(first).isHintedFull, "a free clears the hint")
         #expect(try again.allocate(bytes: 64) == ptrs[5], "the freed block is found again")
@@ -340,12 +340,12 @@ struct AllocatorTests {
         // Flip a bitmap bit behind the allocator's back: the bitmap disagrees with the index.
         let heap = pool.heap
         let run = Int(heap.startOf[(Int(ptrs[0].offset) - heap.heapOffset) >> 12])
-        let word = heap.bytes.words(heap.unitOffset(run) + RunField.bitmap)
-        word[0] ^= 1 << 60
+        let word = heap.unitOffset(run) + RunField.bitmap
+        heap.bytes.setU64(word, heap.bytes.u64(word) ^ 1 << 60)
         let report = try pool.check()
         #expect(!report.isConsistent)
         #expect(report.findings.contains { $0.contains("free blocks") })
-        word[0] ^= 1 << 60
+        heap.bytes.setU64(word, heap.bytes.u64(word) ^ 1 << 60)
         // Damage the run header: check reports it, and open refuses the pool.
         heap.bytes.setU32(heap.unitOffset(run) + RunField.blockSize, 7)
         #expect(try pool.check().findings.contains { $0.contains("run at unit \(run)") })

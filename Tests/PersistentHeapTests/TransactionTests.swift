@@ -14,6 +14,12 @@ struct Bank: BitwiseCopyable {
 
 struct TestFailure: Error, Equatable { let tag: Int }
 
+/// A value handed to another thread on purpose (to prove misuse is refused).
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
 @Suite("Transactions")
 struct TransactionTests {
     func pool(_ size: Int = 2 << 20) throws -> Pool {

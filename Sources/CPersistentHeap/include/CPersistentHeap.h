@@ -5,8 +5,8 @@
 // - atomic read-modify-write on raw (mapped) memory;
 // - one thread-local slot per thread (counters and the lane cache), read inline.
 //
-// Everything here is small and audited; the Swift side reaches it only through
-// `Persistence`, `Checksum`, `RawAtomic` and `ThreadState`.
+// Everything here is small and audited; only PersistentHeapCore imports it (its Persistence,
+// Checksum, PoolBytes, FixedArray, UnitInfo, SpinLock and ThreadContext types).
 #ifndef CPERSISTENTHEAP_H
 #define CPERSISTENTHEAP_H
 
@@ -64,23 +64,27 @@ void ph_copy_line(void *dst, const void *src);
 uint32_t ph_crc32c(uint32_t crc, const void *p, size_t len);
 
 // MARK: - Atomics on raw memory (mapped pool memory is not Swift-managed)
+//
+// The memory ordering is part of each name. Swift reaches these only through the core's
+// PoolBytes, FixedArray and UnitInfo (PersistentHeapCore), which name the ordering at each use.
 
-static inline uint64_t ph_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline uint64_t ph_atomic_load_relaxed_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-static inline void ph_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline uint64_t ph_atomic_or_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_ACQ_REL); }
-static inline uint64_t ph_atomic_and_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_and(p, v, __ATOMIC_ACQ_REL); }
-static inline uint64_t ph_atomic_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-static inline int ph_atomic_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
+static inline uint64_t ph_load_relaxed_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint64_t ph_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t ph_load_seq_cst_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void ph_store_relaxed_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void ph_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t ph_fetch_or_acq_rel_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_ACQ_REL); }
+static inline uint64_t ph_fetch_or_seq_cst_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t ph_fetch_and_acq_rel_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_and(p, v, __ATOMIC_ACQ_REL); }
+static inline uint64_t ph_fetch_and_seq_cst_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
+static inline int ph_compare_exchange_seq_cst_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
-static inline int32_t ph_atomic_load_i32(const int32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-static inline void ph_atomic_store_i32(int32_t *p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
-static inline int32_t ph_atomic_add_i32(int32_t *p, int32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-static inline int ph_atomic_cas_i32(int32_t *p, int32_t expected, int32_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-}
-static inline void ph_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline int32_t ph_load_seq_cst_i32(const int32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void ph_store_seq_cst_i32(int32_t *p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline int32_t ph_fetch_add_seq_cst_i32(int32_t *p, int32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline uint8_t ph_load_relaxed_u8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void ph_store_relaxed_u8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
 // MARK: - Spin lock (test-and-test-and-set; for short slow-path sections)
 
@@ -90,17 +94,16 @@ static inline void ph_spin_lock(int32_t *p) {
         while (__atomic_load_n(p, __ATOMIC_RELAXED) != 0) ph_pause();
     }
 }
-static inline int ph_spin_trylock(int32_t *p) { return __atomic_exchange_n(p, 1, __ATOMIC_ACQUIRE) == 0; }
 static inline void ph_spin_unlock(int32_t *p) { __atomic_store_n(p, 0, __ATOMIC_RELEASE); }
 
 // MARK: - Thread-local state
 
-/// Per-thread persistence counters and the lane cache (see ThreadState.swift).
+/// Per-thread persistence counters and the lane cache (see ThreadContext in PersistentHeapCore).
 typedef struct ph_thread_state {
     uint64_t flushed_lines;  ///< cache lines written back (or pages msync'd, counted as lines of the range)
     uint64_t fences;         ///< drains: sfence, msync batch, or simulated fence
     uint64_t msyncs;         ///< msync system calls
-    uint64_t reserved;
+    uint64_t msync_owner;    ///< the Persistence whose pages msync_lo..msync_hi are (0: none)
     // msync domain: page range flushed since the last drain on this thread
     uintptr_t msync_lo;
     uintptr_t msync_hi;
@@ -154,12 +157,6 @@ int ph_map_shared_validate(void);   // MAP_SHARED_VALIDATE
 
 /// fallocate(2) wrapper (the Glibc module does not import it everywhere).
 int ph_fallocate(int fd, int mode, int64_t offset, int64_t len);
-
-/// The wait status decoding macros Swift does not import.
-int ph_wifexited(int status);
-int ph_wexitstatus(int status);
-int ph_wifsignaled(int status);
-int ph_wtermsig(int status);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,3 @@
-import CPersistentHeap
-
 // A full consistency check of the heap: the persistent metadata walked on its own, then every
 // volatile index compared with it. Call it while no other thread uses the pool.
 
@@ -33,6 +31,11 @@ public struct PoolStats: Sendable, Codable, Equatable {
     public var largeObjects = 0
     /// Runs of small blocks.
     public var runs = 0
+    /// Lanes' redo-log extension blocks (allocator metadata kept across large transactions; not
+    /// counted in ``objects`` or ``allocatedBytes``).
+    public var logExtensions = 0
+    /// Usable bytes of those blocks.
+    public var logExtensionBytes = 0
     /// Bytes of run headers and bitmaps, and the slack at the end of runs.
     public var runOverheadBytes = 0
     /// Bytes of the largest free extent.
@@ -133,7 +136,7 @@ extension Heap {
                 let r = Int(classHeaps[c][k])
                 let i = info(r)
                 if i.kind != .run || i.sizeClass != c { note("run heap of class \(c) holds unit \(r), not a run of that class") }
-                if ph_atomic_load_i32(i.owner) != 0 { note("run at unit \(r) is both owned by a lane and in its class heap") }
+                if i.owner != 0 { note("run at unit \(r) is both owned by a lane and in its class heap") }
             }
         }
 
@@ -160,16 +163,25 @@ extension Heap {
             }
         }
 
-        // 6. Lanes' extension slots are empty outside a commit.
+        // 6. Lanes' extension slots: empty, or a log extension block of that lane.
         for lane in 0..<laneCount {
             let slot = extensionSlot(lane)
             let x = Int(truncatingIfNeeded: bytes.u64(slot))
-            if x == 0 { continue }
-            if isExtensionBlock(x, slot: slot) {
-                note("lane \(lane): a log extension block is still linked")
-            } else {
+            if x != 0 && !isExtensionBlock(x, slot: slot) {
                 note("lane \(lane): the extension slot holds 0x\(String(UInt(bitPattern: x), radix: 16)), which is not a log extension block")
             }
+        }
+
+        // Log extension blocks are the allocator's, not the application's.
+        for lane in 0..<laneCount {
+            let slot = extensionSlot(lane)
+            let x = Int(truncatingIfNeeded: bytes.u64(slot))
+            guard x != 0, isExtensionBlock(x, slot: slot), let size = try? usableSize(at: x) else { continue }
+            stats.logExtensions += 1
+            stats.logExtensionBytes += size
+            stats.objects -= 1
+            stats.allocatedBytes -= size
+            if size > 16384 { stats.largeObjects -= 1 }
         }
 
         // 7. The root slot.
@@ -191,9 +203,9 @@ extension Heap {
         if i.kind != .run || i.sizeClass != e.sizeClass || i.length != e.length {
             note("run at unit \(u) is not indexed as a run of class \(e.sizeClass)")
         } else {
-            let volatileFree = Int(ph_atomic_load_i32(i.freeCount))
+            let volatileFree = Int(i.freeCount)
             if volatileFree != free { note("run at unit \(u): bitmap has \(free) free blocks, index says \(volatileFree)") }
-            let owned = ph_atomic_load_i32(i.owner) != 0
+            let owned = i.owner != 0
             if !owned && free > 0 && positions[u] == 0 { note("run at unit \(u) has free blocks but is in no heap and owned by no lane") }
         }
         for k in u..<(u + e.length) where startOf[k] != UInt32(u) { note("run at unit \(u): unit \(k) does not map back to it"); break }

@@ -55,8 +55,8 @@ extension Heap {
             let seq = bytes.u64(at + LogField.seq)
             guard seq != 0 else { return }
             report.retired.append((at, seq))
-            bytes.atomicStore(at + LogField.seq, 0)
-            persistence.flush(bytes.pointer(at), count: 8)
+            bytes.atomicStore(at + LogField.seq, 0, .releasing)
+            persistence.flush(offset: at, count: 8)
         }
         if !report.retired.isEmpty { persistence.drain() }
         return report
@@ -68,13 +68,13 @@ extension Heap {
     func undoRecovery(_ report: RecoveryReport) {
         guard !report.retired.isEmpty || !report.overwritten.isEmpty else { return }
         for (at, seq) in report.retired {
-            bytes.atomicStore(at + LogField.seq, seq)
-            persistence.flush(bytes.pointer(at), count: 8)
+            bytes.atomicStore(at + LogField.seq, seq, .releasing)
+            persistence.flush(offset: at, count: 8)
         }
         persistence.drain()
         for (offset, previous) in report.overwritten.reversed() {
             bytes.copy(previous, to: offset)
-            persistence.flush(bytes.pointer(offset), count: previous.count)
+            persistence.flush(offset: offset, count: previous.count)
         }
         persistence.drain()
     }
@@ -98,7 +98,7 @@ extension Heap {
             let slot = extensionSlot(lane)
             let x = Int(truncatingIfNeeded: bytes.u64(slot))
             guard x != 0, isExtensionBlock(x, slot: slot) else { continue }
-            try freeLinked(slot: slot)
+            try freeLinked(slot: slot, lane: currentLane())
         }
     }
 }

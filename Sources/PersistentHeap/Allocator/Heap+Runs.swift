@@ -1,5 +1,3 @@
-import CPersistentHeap
-
 // Small blocks (≤ 16 KiB) live in runs. A run's bitmap is the persistent truth (1 = allocated);
 // its free count, owner and search hint are volatile.
 //
@@ -14,7 +12,7 @@ import CPersistentHeap
 // has another run to serve from.
 
 /// A block found free in a run (its bit is still 0).
-struct BlockSlot {
+struct BlockSlot: Sendable, Equatable {
     let run: Int
     let word: Int
     let bit: Int
@@ -22,7 +20,7 @@ struct BlockSlot {
 }
 
 /// What a pool offset given to `free` designates.
-enum BlockLocation {
+enum BlockLocation: Sendable {
     case small(run: Int, sizeClass: Int, word: Int, mask: UInt64)
     case large(unit: Int)
 }
@@ -44,11 +42,11 @@ extension Heap {
         var r = Int(laneRuns[slot]) - 1
         while true {
             if r >= 0 {
-                if let s = findFreeBit(run: r, sizeClass: c, hint: laneHints + slot) {
-                    _ = ph_atomic_add_i32(info(r).freeCount, -1)
+                if let s = findFreeBit(run: r, sizeClass: c, lane: lane, hint: slot) {
+                    info(r).addFreeCount(-1)
                     return s
                 }
-                releaseRun(r, sizeClass: c)
+                releaseRun(r, sizeClass: c, lane: lane)
                 laneRuns[slot] = 0
             }
             r = try acquireRun(sizeClass: c, lane: lane)
@@ -59,22 +57,24 @@ extension Heap {
 
     /// Returns an unpublished reservation to the volatile state.
     func unreserveBlock(_ s: BlockSlot) {
-        _ = ph_atomic_add_i32(info(s.run).freeCount, 1)
+        info(s.run).addFreeCount(1)
     }
 
+    /// A zero bit in the run's bitmap, searching from the lane's hint (`laneHints[hint]`).
     @inline(__always)
-    private func findFreeBit(run r: Int, sizeClass c: Int, hint: UnsafeMutablePointer<UInt32>) -> BlockSlot? {
+    private func findFreeBit(run r: Int, sizeClass c: Int, lane: Int, hint: Int) -> BlockSlot? {
         let i = info(r)
-        guard ph_atomic_load_i32(i.freeCount) > 0 else { return nil }
-        let words = bytes.words(unitOffset(r) + RunField.bitmap)
+        guard i.freeCount > 0 else { return nil }
+        let bitmap = unitOffset(r) + RunField.bitmap
         let count = geometry[c].bitmapWords
-        let pinned = i.flags & UnitInfo.pinnedFlag != 0
-        var w = Int(hint.pointee)
+        let listed = reservationLists[lane].count > 0
+        var w = Int(laneHints[hint])
         for _ in 0..<count {
-            var v = ph_atomic_load_relaxed_u64(words + w)
-            if pinned { v |= reservedBits(run: r, word: w, lane: (hint - laneHints) / classCount) }
+            // Relaxed: frees by other threads clear bits concurrently; a stale 1 only skips a block.
+            var v = bytes.atomicLoad(bitmap + w << 3, .relaxed)
+            if listed { v |= reservedBits(run: r, word: w, lane: lane) }
             if v != ~0 {
-                hint.pointee = UInt32(w)
+                laneHints[hint] = UInt32(w)
                 return BlockSlot(run: r, word: w, bit: (~v).trailingZeroBitCount)
             }
             w += 1
@@ -91,12 +91,12 @@ extension Heap {
         let g = geometry[c]
         let offset = blockOffset(s, g)
         if zeroed {
-            bytes.pointer(offset).initializeMemory(as: UInt8.self, repeating: 0, count: g.blockSize)
-            persistence.flush(bytes.pointer(offset), count: g.blockSize)
+            bytes.zero(offset, count: g.blockSize)
+            persistence.flush(offset: offset, count: g.blockSize)
         }
         let word = bitmapWordOffset(run: s.run, word: s.word)
-        _ = ph_atomic_or_u64(bytes.words(word), s.mask)
-        persistence.flush(bytes.pointer(word), count: 8)
+        bytes.atomicOr(word, s.mask, .acquiringAndReleasing)
+        persistence.flush(offset: word, count: 8)
         persistence.drain(clearing: lane)
         return offset
     }
@@ -134,68 +134,76 @@ extension Heap {
     @inline(__always)
     func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
         let off = bitmapWordOffset(run: r, word: word)
-        let old = ph_atomic_and_u64(bytes.words(off), ~mask)
+        let old = bytes.atomicAnd(off, ~mask, .acquiringAndReleasing)
         guard old & mask != 0 else {
             throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
         }
-        persistence.flush(bytes.pointer(off), count: 8)
+        persistence.flush(offset: off, count: 8)
         clearFullHint(r) // made durable by this free's fence
         persistence.drain(clearing: currentLane())
         noteFreed(run: r, sizeClass: c, word: word)
     }
 
     /// Clears the FULL hint of run `r` if set (flushed, no fence of its own).
+    ///
+    /// Orderings: the FULL-hint protocol is a store→load handshake between a lane giving the run up
+    /// (`setFullHint`: set the hint, then read the free count) and a free (`noteFreed`: count the
+    /// block, then read the hint). Both sides are sequentially consistent, so at least one of them
+    /// sees the other and the hint never stays set on a run with free blocks.
     @inline(__always)
     func clearFullHint(_ r: Int) {
-        let e = bytes.words(tableEntryOffset(r))
-        if ph_atomic_load_relaxed_u64(e) & UnitEntry.fullHint != 0 {
-            _ = ph_atomic_and_u64(e, ~UnitEntry.fullHint)
-            persistence.flush(e, count: 8)
+        let e = tableEntryOffset(r)
+        if bytes.atomicLoad(e, .sequentiallyConsistent) & UnitEntry.fullHint != 0 {
+            bytes.atomicAnd(e, ~UnitEntry.fullHint, .sequentiallyConsistent)
+            persistence.flush(offset: e, count: 8)
         }
     }
 
     /// Sets the FULL hint of run `r` (flushed, no fence of its own), unless a free raced in.
     private func setFullHint(_ r: Int) {
-        let e = bytes.words(tableEntryOffset(r))
-        _ = ph_atomic_or_u64(e, UnitEntry.fullHint)
-        persistence.flush(e, count: 8)
+        let e = tableEntryOffset(r)
+        bytes.atomicOr(e, UnitEntry.fullHint, .sequentiallyConsistent)
+        persistence.flush(offset: e, count: 8)
         // A free that incremented the count before seeing the hint would leave it stale.
-        if ph_atomic_load_i32(info(r).freeCount) > 0 { clearFullHint(r) }
+        if info(r).freeCount > 0 { clearFullHint(r) }
     }
 
     /// Volatile bookkeeping after a block of run `r` was freed (its cleared bit is durable).
     @inline(__always)
     func noteFreed(run r: Int, sizeClass c: Int, word: Int) {
         let i = info(r)
-        let nowFree = Int(ph_atomic_add_i32(i.freeCount, 1)) + 1
+        let nowFree = Int(i.addFreeCount(1)) + 1
         if nowFree == 1 { clearFullHint(r) } // a hint set concurrently (see setFullHint)
-        let owner = Int(ph_atomic_load_i32(i.owner))
+        let owner = Int(i.owner)
         if owner != 0 {
             // Only the owner's thread touches its search hint; another lane's free is found by
             // the owner's wrap-around search.
-            if Int64(owner - 1) == ph_tls_lane_lookup(poolID) {
-                let h = laneHints + (owner - 1) * classCount + c
-                if word < Int(h.pointee) { h.pointee = UInt32(word) }
+            if owner - 1 == ThreadContext.lane(inPool: poolID) {
+                let h = (owner - 1) * classCount + c
+                if word < Int(laneHints[h]) { laneHints[h] = UInt32(word) }
             }
             return
         }
         if positions[r] != 0 && nowFree < geometry[c].blockCount { return }
         lockClass(c)
-        guard i.kind == .run, ph_atomic_load_i32(i.owner) == 0, i.flags & UnitInfo.pinnedFlag == 0 else { unlockClass(c); return }
-        if positions[r] == 0 && ph_atomic_load_i32(i.freeCount) > 0 {
+        guard i.kind == .run, i.owner == 0, i.flags & UnitFlags.pinned == 0 else { unlockClass(c); return }
+        if positions[r] == 0 && i.freeCount > 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
         dissolveIfEmpty(run: r, sizeClass: c) // unlocks the class
     }
 
-    /// Gives up a lane's run: unowned, back in the class heap if it has free blocks.
-    func releaseRun(_ r: Int, sizeClass c: Int) {
+    /// Gives up a lane's run: unowned, back in the class heap if it has free blocks — unless the
+    /// lane holds unpublished reservations in it: then it is pinned (no other lane may take it)
+    /// until they are published or cancelled.
+    func releaseRun(_ r: Int, sizeClass c: Int, lane: Int) {
         lockClass(c)
         let i = info(r)
-        ph_atomic_store_i32(i.owner, 0)
-        if i.flags & UnitInfo.pinnedFlag != 0 { unlockClass(c); return } // back when unpinned
-        if ph_atomic_load_i32(i.freeCount) == 0 { setFullHint(r) }
-        if ph_atomic_load_i32(i.freeCount) > 0 && positions[r] == 0 {
+        i.storeOwner(0)
+        if i.flags & UnitFlags.pinned == 0 && holdsReservations(inRun: r, lane: lane) { pin(run: r, lane: lane) }
+        if i.flags & UnitFlags.pinned != 0 { unlockClass(c); return } // back when unpinned
+        if i.freeCount == 0 { setFullHint(r) }
+        if i.freeCount > 0 && positions[r] == 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
         dissolveIfEmpty(run: r, sizeClass: c)
@@ -206,7 +214,7 @@ extension Heap {
     private func dissolveIfEmpty(run r: Int, sizeClass c: Int) {
         let i = info(r)
         let g = geometry[c]
-        guard ph_atomic_load_i32(i.owner) == 0, Int(ph_atomic_load_i32(i.freeCount)) == g.blockCount,
+        guard i.owner == 0, Int(i.freeCount) == g.blockCount,
               positions[r] != 0, classHeaps[c].count > 1 else {
             unlockClass(c)
             return
@@ -214,11 +222,8 @@ extension Heap {
         classHeaps[c].remove(UInt32(r), positions: positions)
         i.kind = .retiring
         unlockClass(c)
-        lockExtents()
         commitEntry(r, UnitEntry(kind: .free, length: g.units))
-        i.clear()
-        releaseExtentVolatile(r, length: g.units)
-        unlockExtents()
+        releaseExtent(r, length: g.units)
     }
 
     /// Takes the lowest-addressed run of class `c` with free blocks, or makes a new one.
@@ -226,7 +231,7 @@ extension Heap {
         lockClass(c)
         if let r = classHeaps[c].popMin(positions: positions) {
             let i = info(Int(r))
-            ph_atomic_store_i32(i.owner, Int32(lane + 1))
+            i.storeOwner(Int32(lane + 1))
             unlockClass(c)
             return Int(r)
         }
@@ -235,23 +240,24 @@ extension Heap {
     }
 
     /// Makes a run of class `c` from a free extent, owned by `lane` (two fences: header and
-    /// split pre-write, then the table entry commit).
+    /// split pre-write, then the table entry commit; no lock held across them).
     private func createRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
         let g = geometry[c]
-        lockExtents()
-        defer { unlockExtents() }
-        let (a, length) = try takeFree(g.units)
+        let t = try takeFree(g.units)
+        try prepareStorage(t, units: g.units)
+        let a = t.start
         writeRunHeader(at: a, sizeClass: c)
-        persistence.flush(bytes.pointer(unitOffset(a)), count: RunField.bitmap + g.bitmapWords * 8)
-        _ = splitRemainder(start: a, taken: g.units, length: length)
+        persistence.flush(offset: unitOffset(a), count: RunField.bitmap + g.bitmapWords * 8)
+        if t.length > g.units { prewriteRemainder(t, taken: g.units) }
         persistence.drain()
         commitEntry(a, UnitEntry(kind: .run, length: g.units, sizeClass: c))
+        indexRemainder(t, taken: g.units)
         let i = info(a)
         i.kind = .run
         i.sizeClass = c
         i.length = g.units
-        ph_atomic_store_i32(i.freeCount, Int32(g.blockCount))
-        ph_atomic_store_i32(i.owner, Int32(lane + 1))
+        i.storeFreeCount(Int32(g.blockCount))
+        i.storeOwner(Int32(lane + 1))
         for k in a..<(a + g.units) { startOf[k] = UInt32(a) }
         return a
     }
@@ -268,21 +274,17 @@ extension Heap {
             for k in 0..<classHeaps[c].count {
                 let r = Int(classHeaps[c][k])
                 let i = info(r)
-                if ph_atomic_load_i32(i.owner) == 0 && Int(ph_atomic_load_i32(i.freeCount)) == g.blockCount { empty.append(r) }
+                if i.owner == 0 && Int(i.freeCount) == g.blockCount { empty.append(r) }
             }
             for r in empty {
                 classHeaps[c].remove(UInt32(r), positions: positions)
                 info(r).kind = .retiring
             }
             unlockClass(c)
-            guard !empty.isEmpty else { continue }
-            lockExtents()
             for r in empty {
                 commitEntry(r, UnitEntry(kind: .free, length: g.units))
-                info(r).clear()
-                releaseExtentVolatile(r, length: g.units)
+                releaseExtent(r, length: g.units)
             }
-            unlockExtents()
             dissolved += empty.count
         }
         return dissolved
@@ -295,7 +297,7 @@ extension Heap {
             let r = Int(laneRuns[slot]) - 1
             if r >= 0 {
                 laneRuns[slot] = 0
-                releaseRun(r, sizeClass: c)
+                releaseRun(r, sizeClass: c, lane: lane)
             }
         }
     }

@@ -1,9 +1,40 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CPersistentHeap
 import Dispatch
 import Synchronization
+
+/// Volatile kinds of the extent starting at a unit (a superset of `UnitKind`), kept in the
+/// `kindRaw` byte of its `UnitInfo`.
+enum VolatileKind: UInt8 {
+    case none = 0
+    case free = 1
+    case used = 2
+    case run = 3
+    /// A run being turned back into a free extent: frees into it are refused.
+    case retiring = 4
+    /// A free extent reserved by a transaction: persistently its own FREE extent, volatilely
+    /// out of every index until the transaction publishes or cancels it.
+    case reserved = 5
+}
+
+/// Flags in a `UnitInfo` record.
+enum UnitFlags {
+    /// The extent's storage was punched out of the file.
+    static let punched: UInt8 = 1
+    /// A run indexed from its FULL hint, header and bitmap not read yet.
+    static let unloaded: UInt8 = 2
+    /// The owning lane holds unpublished reservations in this run (it must not go to another lane).
+    static let pinned: UInt8 = 4
+}
+
+extension UnitInfo {
+    /// The allocator's kind of the extent (unknown bytes read as `.none`).
+    @inline(__always) var kind: VolatileKind {
+        get { VolatileKind(rawValue: kindRaw) ?? .none }
+        nonmutating set { kindRaw = newValue.rawValue }
+    }
+}
 
 /// The allocator of one pool: persistent metadata (unit table, run bitmaps, lane logs) is the
 /// truth; the volatile indexes below are rebuilt from it at every open.
@@ -35,41 +66,45 @@ final class Heap: @unchecked Sendable {
     }
     private let unitCount = Atomic<Int>(0)
 
-    private let infoStorage: VolatileArray
-    private let startStorage: VolatileArray
-    private let positionStorage: VolatileArray
-    let startOf: UnsafeMutablePointer<UInt32>
-    let positions: UnsafeMutablePointer<Int32>
-    /// Base of the per-unit `UnitInfo` records.
-    let infoBase: UnsafeMutableRawPointer
+    /// Per unit: the volatile record of the extent starting there.
+    let infos: UnitInfoTable
+    private let startMemory: MappedMemory
+    private let positionMemory: MappedMemory
+    /// Per unit: the start of the extent it belongs to (every unit of a run; the first and last
+    /// unit of other extents): O(1) pointer → block, and boundary tags for merging.
+    let startOf: FixedArray<UInt32>
+    /// Per unit: its index + 1 in the binary heap holding it (0: in none), shared by all heaps.
+    let positions: FixedArray<Int32>
     /// `SizeClasses.lookup`, copied: request size / 16 → class index.
-    let classLookup: UnsafeMutablePointer<UInt8>
+    let classLookup: FixedArray<UInt8>
     /// Number of size classes (an instance constant: a static one costs a `swift_once` per use).
     let classCount = SizeClasses.count
     /// `SizeClasses.all`, copied for lookups without array overhead on the hot path.
-    let geometry: UnsafeMutablePointer<SizeClass>
+    let geometry: FixedArray<SizeClass>
 
-    // Size classes: a lock (own cache line) and a heap of runs with free blocks, per class.
-    static let lockStride = 16
-    let classLocks: UnsafeMutablePointer<Int32>
-    let classHeaps: UnsafeMutablePointer<UnitHeap>
+    // Size classes: a lock and a heap of runs with free blocks, per class.
+    let classLocks: SpinLocks
+    let classHeaps: FixedArray<UnitHeap>
     /// Per lane and class: start unit + 1 of the run the lane allocates from (0: none).
-    let laneRuns: UnsafeMutablePointer<UInt32>
+    let laneRuns: FixedArray<UInt32>
     /// Per lane: which fast log the next record uses.
-    let laneToggle: UnsafeMutablePointer<UInt8>
+    let laneToggle: FixedArray<UInt8>
     /// Per lane and class: the first bitmap word of the lane's run that may hold a free bit.
-    let laneHints: UnsafeMutablePointer<UInt32>
+    let laneHints: FixedArray<UInt32>
     /// Per lane: unpublished small-block reservations (transactions).
-    let reservationLists: UnsafeMutablePointer<LaneReservations>
+    let reservationLists: FixedArray<LaneReservations>
 
     // Extents.
     static let bucketCount = 72
-    let extentLock: UnsafeMutablePointer<Int32>
-    let buckets: UnsafeMutablePointer<UnitHeap>
+    let extentLock: SpinLocks
+    let buckets: FixedArray<UnitHeap>
     var bucketMask: (UInt64, UInt64) = (0, 0)
 
     /// Order of redo logs across lanes.
     let logSequence = Atomic<UInt64>(1)
+    /// Serialises growth and shrink (a blocking lock: they make system calls), so that the extent
+    /// lock is never held across them.
+    let growthLock = Locked<Void>(())
 
     /// Grows the pool file by at least `units` units; returns the new unit count. Set by the pool.
     var growFile: ((Int) throws(PoolError) -> Int)?
@@ -92,37 +127,25 @@ final class Heap: @unchecked Sendable {
         self.lanes = lanes
         self.poolID = poolID
         unitCount.store(header.units, ordering: .relaxed)
-        infoStorage = try VolatileArray(bytes: maxUnits * UnitInfo.stride)
-        startStorage = try VolatileArray(bytes: maxUnits * 4)
-        positionStorage = try VolatileArray(bytes: maxUnits * 4)
-        startOf = startStorage.base.assumingMemoryBound(to: UInt32.self)
-        infoBase = infoStorage.base
-        classLookup = .allocate(capacity: SizeClasses.lookup.count)
-        classLookup.initialize(from: SizeClasses.lookup, count: SizeClasses.lookup.count)
-        positions = positionStorage.base.assumingMemoryBound(to: Int32.self)
+        infos = try UnitInfoTable(units: maxUnits)
+        startMemory = try MappedMemory(bytes: maxUnits * 4)
+        positionMemory = try MappedMemory(bytes: maxUnits * 4)
+        startOf = startMemory.array(of: UInt32.self, count: maxUnits)
+        positions = positionMemory.array(of: Int32.self, count: maxUnits)
+        classLookup = .allocate(copying: SizeClasses.lookup)
         let classes = SizeClasses.count
-        geometry = .allocate(capacity: classes)
-        geometry.initialize(from: SizeClasses.all, count: classes)
-        classLocks = .allocate(capacity: classes * Heap.lockStride)
-        classLocks.initialize(repeating: 0, count: classes * Heap.lockStride)
-        classHeaps = .allocate(capacity: classes)
-        for c in 0..<classes { (classHeaps + c).initialize(to: UnitHeap()) }
-        laneRuns = .allocate(capacity: lanes.count * classes)
-        laneRuns.initialize(repeating: 0, count: lanes.count * classes)
-        laneToggle = .allocate(capacity: lanes.count)
-        laneToggle.initialize(repeating: 0, count: lanes.count)
-        laneHints = .allocate(capacity: lanes.count * classes)
-        laneHints.initialize(repeating: 0, count: lanes.count * classes)
-        reservationLists = .allocate(capacity: lanes.count)
-        reservationLists.initialize(repeating: LaneReservations(), count: lanes.count)
-        extentLock = .allocate(capacity: Heap.lockStride)
-        extentLock.initialize(repeating: 0, count: Heap.lockStride)
-        buckets = .allocate(capacity: Heap.bucketCount)
-        for b in 0..<Heap.bucketCount { (buckets + b).initialize(to: UnitHeap()) }
+        geometry = .allocate(copying: SizeClasses.all)
+        classLocks = SpinLocks(count: classes)
+        classHeaps = .allocate(count: classes, repeating: UnitHeap())
+        laneRuns = .allocate(count: lanes.count * classes, repeating: 0)
+        laneToggle = .allocate(count: lanes.count, repeating: 0)
+        laneHints = .allocate(count: lanes.count * classes, repeating: 0)
+        reservationLists = .allocate(count: lanes.count, repeating: LaneReservations())
+        extentLock = SpinLocks(count: 1)
+        buckets = .allocate(count: Heap.bucketCount, repeating: UnitHeap())
     }
 
     deinit {
-        for c in 0..<SizeClasses.count { classHeaps[c].deallocate() }
         classHeaps.deallocate()
         geometry.deallocate()
         classLookup.deallocate()
@@ -130,16 +153,14 @@ final class Heap: @unchecked Sendable {
         laneRuns.deallocate()
         laneToggle.deallocate()
         laneHints.deallocate()
-        reservationLists.deinitialize(count: lanes.count)
         reservationLists.deallocate()
-        for b in 0..<Heap.bucketCount { buckets[b].deallocate() }
         buckets.deallocate()
         extentLock.deallocate()
     }
 
     // MARK: Geometry
 
-    @inline(__always) func info(_ unit: Int) -> UnitInfo { UnitInfo(p: infoBase + unit * UnitInfo.stride) }
+    @inline(__always) func info(_ unit: Int) -> UnitInfo { infos[unit] }
 
     /// The size class for a request of `size` bytes (1...16 KiB) and `alignment` (power of
     /// two), or nil when only an extent can satisfy it. Reads the copies above, not
@@ -212,10 +233,10 @@ final class Heap: @unchecked Sendable {
         return offset - unitOffset(s) < geometry[i.sizeClass].dataOffset
     }
 
-    @inline(__always) func lockClass(_ c: Int) { ph_spin_lock(classLocks + c * Heap.lockStride) }
-    @inline(__always) func unlockClass(_ c: Int) { ph_spin_unlock(classLocks + c * Heap.lockStride) }
-    @inline(__always) func lockExtents() { ph_spin_lock(extentLock) }
-    @inline(__always) func unlockExtents() { ph_spin_unlock(extentLock) }
+    @inline(__always) func lockClass(_ c: Int) { classLocks.lock(c) }
+    @inline(__always) func unlockClass(_ c: Int) { classLocks.unlock(c) }
+    @inline(__always) func lockExtents() { extentLock.lock(0) }
+    @inline(__always) func unlockExtents() { extentLock.unlock(0) }
 
     /// The lane of the calling thread.
     @inline(__always) func currentLane() -> Int { lanes.current(poolID: poolID) }
@@ -250,26 +271,24 @@ final class Heap: @unchecked Sendable {
             u += e.length
         }
         // Pass 2: per run not hinted full, nil for a bad header, else its used-block count.
-        var used = [Int?](repeating: 0, count: extents.count)
+        // Each worker writes only its own indexes of `out` (-1: a bad header).
+        let out = FixedArray<Int>.allocate(count: extents.count, repeating: 0)
+        defer { out.deallocate() }
         let runs = extents.indices.filter { extents[$0].entry.kind == .run && !extents[$0].entry.isHintedFull }
-        used.withUnsafeMutableBufferPointer { out in
-            // Each worker writes only its own indexes of `out`.
-            let outBase = UncheckedSendable(out.baseAddress!)
-            let runList = runs, extentList = extents
-            let work: @Sendable (Range<Int>) -> Void = { range in
-                for k in range {
-                    let i = runList[k]
-                    outBase.value[i] = self.countUsed(run: extentList[i].unit, entry: extentList[i].entry)
-                }
+        let runList = runs, extentList = extents
+        let work: @Sendable (Range<Int>) -> Void = { range in
+            for k in range {
+                let i = runList[k]
+                out[i] = self.countUsed(run: extentList[i].unit, entry: extentList[i].entry) ?? -1
             }
-            let workers = runs.count >= 256 ? min(4, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) : 1
-            if workers == 1 {
-                work(0..<runs.count)
-            } else {
-                let chunk = (runs.count + workers - 1) / workers
-                DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    work((w * chunk)..<min(runs.count, (w + 1) * chunk))
-                }
+        }
+        let workers = runs.count >= 256 ? min(4, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) : 1
+        if workers == 1 {
+            work(0..<runs.count)
+        } else {
+            let chunk = (runs.count + workers - 1) / workers
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                work((w * chunk)..<min(runs.count, (w + 1) * chunk))
             }
         }
         for (k, (u, e)) in extents.enumerated() {
@@ -291,19 +310,20 @@ final class Heap: @unchecked Sendable {
                 i.kind = .run
                 i.sizeClass = e.sizeClass
                 i.length = e.length
-                ph_atomic_store_i32(i.owner, 0)
+                i.storeOwner(0)
                 for k in u..<(u + e.length) { startOf[k] = UInt32(u) }
                 if e.isHintedFull {
                     // Read on first use (`ensureLoaded`): opening a full pool touches no run page.
-                    i.flags = UnitInfo.unloadedFlag
-                    ph_atomic_store_i32(i.freeCount, 0)
+                    i.flags = UnitFlags.unloaded
+                    i.storeFreeCount(0)
                     continue
                 }
-                guard let usedBlocks = used[k] else {
+                let usedBlocks = out[k]
+                guard usedBlocks >= 0 else {
                     let problem = runHeaderProblem(at: u, sizeClass: e.sizeClass, units: e.length) ?? "bad run header"
                     throw PoolError(.corrupted, "run at unit \(u): \(problem)")
                 }
-                ph_atomic_store_i32(i.freeCount, Int32(g.blockCount - usedBlocks))
+                i.storeFreeCount(Int32(g.blockCount - usedBlocks))
                 if usedBlocks < g.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
             case .none:
                 // Excluded by `isWellFormed` in the first pass; refused rather than trusted.
@@ -316,7 +336,7 @@ final class Heap: @unchecked Sendable {
     /// Called before anything reads its bitmap.
     @inline(__always)
     func ensureLoaded(_ r: Int) throws(PoolError) {
-        if info(r).flags & UnitInfo.unloadedFlag != 0 { try loadHinted(r) }
+        if info(r).flags & UnitFlags.unloaded != 0 { try loadHinted(r) }
     }
 
     @inline(never)
@@ -325,17 +345,16 @@ final class Heap: @unchecked Sendable {
         let c = i.sizeClass
         lockClass(c)
         defer { unlockClass(c) }
-        guard i.flags & UnitInfo.unloadedFlag != 0 else { return }
+        guard i.flags & UnitFlags.unloaded != 0 else { return }
         let e = tableEntry(r)
         guard let usedBlocks = countUsed(run: r, entry: e) else {
             let problem = runHeaderProblem(at: r, sizeClass: c, units: i.length) ?? "bad run header"
             throw PoolError(.corrupted, "run at unit \(r): \(problem)")
         }
         let free = geometry[c].blockCount - usedBlocks
-        _ = ph_atomic_add_i32(i.freeCount, Int32(free))
-        i.flags &= ~UnitInfo.unloadedFlag
-        if ph_atomic_load_i32(i.freeCount) > 0 && ph_atomic_load_i32(i.owner) == 0 && positions[r] == 0
-            && i.flags & UnitInfo.pinnedFlag == 0 {
+        i.addFreeCount(Int32(free))
+        i.flags &= ~UnitFlags.unloaded
+        if i.freeCount > 0 && i.owner == 0 && positions[r] == 0 && i.flags & UnitFlags.pinned == 0 {
             classHeaps[c].insert(UInt32(r), positions: positions)
         }
     }
@@ -361,9 +380,9 @@ final class Heap: @unchecked Sendable {
     /// Allocated blocks of the run at `u` (whose header is sound), from its bitmap: set bits
     /// minus the padding bits past the last block.
     func usedBlocks(run u: Int, _ g: SizeClass) -> Int {
-        let bitmap = bytes.words(unitOffset(u) + RunField.bitmap)
+        let bitmap = unitOffset(u) + RunField.bitmap
         var used = 0
-        for w in 0..<g.bitmapWords { used += bitmap[w].nonzeroBitCount }
+        for w in 0..<g.bitmapWords { used += bytes.u64(bitmap + w << 3).nonzeroBitCount }
         return used - (g.bitmapWords * 64 - g.blockCount)
     }
 
@@ -372,7 +391,7 @@ final class Heap: @unchecked Sendable {
         let cls = geometry[c]
         let h = unitOffset(u)
         if bytes.u32(h + RunField.magic) != RunField.magicValue { return "bad run magic" }
-        let crc = Checksum.crc32c(bytes.pointer(h), count: RunField.checksum)
+        let crc = bytes.crc32c(h, count: RunField.checksum)
         if crc != bytes.u32(h + RunField.checksum) { return "run header checksum mismatch" }
         if Int(bytes.u16(h + RunField.sizeClass)) != c || Int(bytes.u16(h + RunField.units)) != n || n != cls.units
             || Int(bytes.u32(h + RunField.blockSize)) != cls.blockSize || Int(bytes.u32(h + RunField.blockCount)) != cls.blockCount
@@ -391,7 +410,7 @@ final class Heap: @unchecked Sendable {
     func writeRunHeader(at u: Int, sizeClass c: Int) {
         let cls = geometry[c]
         let h = unitOffset(u)
-        bytes.pointer(h).initializeMemory(as: UInt8.self, repeating: 0, count: RunField.bitmap + cls.bitmapWords * 8)
+        bytes.zero(h, count: RunField.bitmap + cls.bitmapWords * 8)
         bytes.setU32(h + RunField.magic, RunField.magicValue)
         bytes.setU16(h + RunField.sizeClass, UInt16(c))
         bytes.setU16(h + RunField.units, UInt16(cls.units))
@@ -399,16 +418,10 @@ final class Heap: @unchecked Sendable {
         bytes.setU32(h + RunField.blockCount, UInt32(cls.blockCount))
         bytes.setU32(h + RunField.dataOffset, UInt32(cls.dataOffset))
         bytes.setU32(h + RunField.bitmapWords, UInt32(cls.bitmapWords))
-        bytes.setU32(h + RunField.checksum, Checksum.crc32c(bytes.pointer(h), count: RunField.checksum))
+        bytes.setU32(h + RunField.checksum, bytes.crc32c(h, count: RunField.checksum))
         let tail = cls.blockCount & 63
         if tail != 0 { bytes.setU64(h + RunField.bitmap + (cls.bitmapWords - 1) * 8, ~UInt64(0) << UInt64(tail)) }
     }
-}
-
-/// A value handed to concurrent workers that use it without races by construction.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 /// The byte ranges redo-log entries may target (validated before any replay).

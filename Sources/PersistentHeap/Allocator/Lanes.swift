@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CPersistentHeap
 import Synchronization
 
 /// Hands out lanes to threads. A lane is a persistent redo log plus the volatile per-thread
@@ -54,49 +53,48 @@ enum LaneRegistry {
     static func lookup(_ id: UInt64) -> LaneTable? { table.withLock { $0[id]?.lanes } }
 }
 
-/// Runs at thread exit (registered through a pthread key): gives back every lane the thread holds.
-func laneThreadExit(_ arg: UnsafeMutableRawPointer?) {
-    for i in 0..<4 as Range<UInt32> {
-        var pool: UInt64 = 0, lane: Int64 = -1
-        ph_tls_lane_entry(i, &pool, &lane)
-        if pool != 0 && lane >= 0 { LaneRegistry.lookup(pool)?.release(Int(lane)) }
-        ph_tls_lane_clear(i)
+/// Runs at thread exit: gives back every lane the thread holds.
+@Sendable func laneThreadExit() {
+    for i in 0..<ThreadContext.laneCacheSize {
+        let (pool, lane) = ThreadContext.laneEntry(i)
+        if pool != 0 && lane >= 0 { LaneRegistry.lookup(pool)?.release(lane) }
+        ThreadContext.clearLaneEntry(i)
     }
 }
+
+/// Installs the thread-exit handler once per process.
+private let laneExitHandlerInstalled: Bool = {
+    ThreadContext.setThreadExitHandler(laneThreadExit)
+    return true
+}()
 
 extension LaneTable {
     /// The lane of the calling thread in pool `poolID`, taking one on first use.
     @inline(__always)
     func current(poolID: UInt64) -> Int {
-        let cached = ph_tls_lane_lookup(poolID)
-        if cached >= 0 { return Int(cached) }
+        let cached = ThreadContext.lane(inPool: poolID)
+        if cached >= 0 { return cached }
         return currentSlow(poolID: poolID)
     }
 
     @inline(never)
     private func currentSlow(poolID: UInt64) -> Int {
-        let tls = ph_tls()!
-        if tls.pointee.exit_registered == 0 {
-            tls.pointee.exit_registered = 1
-            for i in 0..<4 as Range<UInt32> { ph_tls_lane_clear(i) }
-            _ = ph_register_thread_exit(laneThreadExit, UnsafeMutableRawPointer(bitPattern: 1))
-        }
+        _ = laneExitHandlerInstalled
+        ThreadContext.registerForExit()
         let lane = acquire()
-        var oldPool: UInt64 = 0, oldLane: Int64 = -1
-        ph_tls_lane_store(poolID, Int64(lane), &oldPool, &oldLane)
+        let old = ThreadContext.storeLane(lane, pool: poolID)
         // The slot held a lane of another pool: give it back (that pool may be gone).
-        if oldPool != 0 && oldPool != poolID && oldLane >= 0 { LaneRegistry.lookup(oldPool)?.release(Int(oldLane)) }
+        if old.pool != 0 && old.pool != poolID && old.lane >= 0 { LaneRegistry.lookup(old.pool)?.release(old.lane) }
         return lane
     }
 
     /// Forgets the calling thread's cached lane of `poolID` (and gives it back).
     func releaseCurrent(poolID: UInt64) {
-        for i in 0..<4 as Range<UInt32> {
-            var pool: UInt64 = 0, lane: Int64 = -1
-            ph_tls_lane_entry(i, &pool, &lane)
+        for i in 0..<ThreadContext.laneCacheSize {
+            let (pool, lane) = ThreadContext.laneEntry(i)
             if pool == poolID {
-                ph_tls_lane_clear(i)
-                if lane >= 0 { release(Int(lane)) }
+                ThreadContext.clearLaneEntry(i)
+                if lane >= 0 { release(lane) }
             }
         }
     }

@@ -29,8 +29,8 @@ extension Pool {
     func activeTransaction() -> Transaction? {
         guard !isClosed else { return nil }
         let lane = heap.currentLane()
-        guard let state = txStates[lane], state.pointee.active else { return nil }
-        return Transaction(pool: self, context: TransactionContext(lane: lane, state: state), generation: state.pointee.generation)
+        guard let state = txStates[lane], state[0].active else { return nil }
+        return Transaction(pool: self, context: TransactionContext(lane: lane, state: state), generation: state[0].generation)
     }
 }
 

@@ -79,6 +79,26 @@ enum StateField {
     static let rootSlot = Format.statePageOffset + 64
 }
 
+/// The state page's words, decoded from its bytes (read with `pread`, not mapped).
+package struct StatePage {
+    /// Bytes that hold every field.
+    package static let size = StateField.rootSlot + 8 - Format.statePageOffset
+    package let shutdown: UInt64
+    package let session: UInt64
+    package let root: UInt64
+
+    package init(_ bytes: [UInt8]) {
+        func word(_ field: Int) -> UInt64 {
+            let at = field - Format.statePageOffset
+            guard at + 8 <= bytes.count else { return 0 }
+            return (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << UInt64(8 * $1) }
+        }
+        shutdown = word(StateField.shutdown)
+        session = word(StateField.session)
+        root = word(StateField.rootSlot)
+    }
+}
+
 /// Values of the shutdown-state word.
 enum ShutdownState {
     static let clean: UInt64 = 0x4E41_454C_43   // "CLEAN"

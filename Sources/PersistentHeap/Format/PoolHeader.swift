@@ -1,6 +1,6 @@
 /// The pool header (superblock), decoded. Two identical copies live in the file (primary at
 /// 0x0000, backup at 0x1000), each protected by a CRC-32C; see `Layout.swift` for the bytes.
-struct PoolHeader: Equatable, Sendable {
+package struct PoolHeader: Equatable, Sendable {
     var major: UInt16 = Format.major
     var minor: UInt16 = Format.minor
     var uuid: [UInt8]             // 16 bytes

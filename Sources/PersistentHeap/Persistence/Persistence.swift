@@ -51,9 +51,9 @@ public final class Persistence: @unchecked Sendable {
     private let deferredMask: UnsafeMutablePointer<UInt64>
     private let deferredAddress: UnsafeMutablePointer<UInt64>
 
-    init(domain: PersistenceDomain, base: UnsafeMutableRawPointer, media: SimulatedMedia?, deferredSlots: Int) {
+    package init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?, deferredSlots: Int) {
         self.domain = domain
-        self.base = base
+        self.base = mapping.base
         self.media = media
         let features = ph_cpu_features()
         if features & UInt32(PH_CPU_CLWB) != 0 {
@@ -140,6 +140,17 @@ public final class Persistence: @unchecked Sendable {
         drain()
     }
 
+    // MARK: By pool offset (what the allocator and the pool use: no addresses outside the core)
+
+    /// ``flush(_:count:)`` of `count` bytes at pool offset `offset`.
+    @inline(__always) package func flush(offset: Int, count: Int) { flush(base + offset, count: count) }
+
+    /// ``persist(_:count:)`` of `count` bytes at pool offset `offset`.
+    @inline(__always) package func persist(offset: Int, count: Int) { persist(base + offset, count: count) }
+
+    /// ``deferLine(_:slot:)`` of the line at pool offset `offset`.
+    @inline(__always) package func deferLine(offset: Int, slot: Int) { deferLine(base + offset, slot: slot) }
+
     /// Writes the 64-byte line at `dst` (64-aligned) from `words` and starts writing it back.
     /// Durable after the next drain.
     ///
@@ -160,8 +171,8 @@ public final class Persistence: @unchecked Sendable {
     @inline(__always)
     func deferLine(_ address: UnsafeRawPointer, slot: Int) {
         flush(address, count: 8)
-        ph_atomic_store_u64(deferredAddress + slot, UInt64(UInt(bitPattern: address)))
-        _ = ph_atomic_or_u64(deferredMask + (slot >> 6), 1 << UInt64(slot & 63))
+        ph_store_release_u64(deferredAddress + slot, UInt64(UInt(bitPattern: address)))
+        _ = ph_fetch_or_acq_rel_u64(deferredMask + (slot >> 6), 1 << UInt64(slot & 63))
     }
 
     /// Forgets the deferred line of `slot`: call after a `drain()` of the owning thread.
@@ -169,14 +180,14 @@ public final class Persistence: @unchecked Sendable {
     func clearDeferred(slot: Int) {
         let word = deferredMask + (slot >> 6)
         let bit: UInt64 = 1 << UInt64(slot & 63)
-        if ph_atomic_load_relaxed_u64(word) & bit != 0 { _ = ph_atomic_and_u64(word, ~bit) }
+        if ph_load_relaxed_u64(word) & bit != 0 { _ = ph_fetch_and_acq_rel_u64(word, ~bit) }
     }
 
     @inline(__always)
     private func reflushDeferred(except own: Int) {
         // Fast path: no lane has a deferred line (one word for up to 64 lanes).
         if deferredWords == 1 {
-            var bits = ph_atomic_load_relaxed_u64(deferredMask)
+            var bits = ph_load_relaxed_u64(deferredMask)
             if own >= 0 { bits &= ~(1 << UInt64(own & 63)) }
             if bits == 0 { return }
         }
@@ -186,12 +197,12 @@ public final class Persistence: @unchecked Sendable {
     @inline(never)
     private func reflushDeferredSlow(except own: Int) {
         for w in 0..<deferredWords {
-            var bits = ph_atomic_load_u64(deferredMask + w)
+            var bits = ph_load_acquire_u64(deferredMask + w)
             if own >> 6 == w { bits &= ~(1 << UInt64(own & 63)) }
             while bits != 0 {
                 let b = bits.trailingZeroBitCount
                 bits &= bits &- 1
-                let a = ph_atomic_load_u64(deferredAddress + (w << 6 | b))
+                let a = ph_load_acquire_u64(deferredAddress + (w << 6 | b))
                 if a != 0 { flush(UnsafeRawPointer(bitPattern: UInt(a))!, count: 8) }
             }
         }
@@ -203,7 +214,7 @@ public final class Persistence: @unchecked Sendable {
         let lo = UInt(bitPattern: address)
         let hi = lo + UInt(count)
         let owner = UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()))
-        if state.pointee.msync_hi != 0 && state.pointee.reserved != owner {
+        if state.pointee.msync_hi != 0 && state.pointee.msync_owner != owner {
             // The thread's pending range belongs to another pool: write it back first.
             let plo = state.pointee.msync_lo, phi = state.pointee.msync_hi
             state.pointee.msync_lo = 0
@@ -211,7 +222,7 @@ public final class Persistence: @unchecked Sendable {
             state.pointee.msyncs &+= 1
             _ = VirtualMemory.sync(UnsafeRawPointer(bitPattern: plo)!, length: Int(phi - plo))
         }
-        state.pointee.reserved = owner
+        state.pointee.msync_owner = owner
         if state.pointee.msync_hi == 0 {
             state.pointee.msync_lo = lo
             state.pointee.msync_hi = hi

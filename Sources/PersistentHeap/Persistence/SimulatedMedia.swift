@@ -32,13 +32,15 @@ public final class SimulatedMedia: @unchecked Sendable {
     private let state: Locked<State>
     private let hook = Locked<(@Sendable (SimulatedMedia, Int) -> Void)?>(nil)
 
-    /// Creates media over `current` (the pool's memory, `size` bytes) whose durable image starts
-    /// as a copy of `durableImage` (or of `current` when nil).
-    init(current: UnsafeMutableRawPointer, size: Int, durableImage: UnsafeRawBufferPointer? = nil) {
-        self.current = current
+    /// Creates media over the pool's memory (`size` bytes of `mapping`) whose durable image starts
+    /// as a copy of `durableImage` (or of the memory when nil).
+    package init(mapping: PoolMapping, size: Int, durableImage: [UInt8]? = nil) {
+        current = mapping.base
         let d = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 64)
         if let durableImage {
-            d.copyMemory(from: durableImage.baseAddress!, byteCount: min(size, durableImage.count))
+            durableImage.withUnsafeBytes { src in
+                d.copyMemory(from: src.baseAddress!, byteCount: min(size, src.count))
+            }
         } else {
             d.copyMemory(from: current, byteCount: size)
         }

@@ -11,9 +11,11 @@ import Glibc
 /// nothing past the end of the file can be touched (no SIGBUS from a short file).
 ///
 /// A simulated pool is backed by anonymous memory in the same kind of reservation.
-final class PoolMapping: @unchecked Sendable {
+package final class PoolMapping: @unchecked Sendable {
     /// Start of the reservation and of the pool.
     let base: UnsafeMutableRawPointer
+    /// Access to the mapped bytes by pool offset.
+    package var bytes: PoolBytes { PoolBytes(base: base) }
     /// Bytes of address space reserved.
     let reserved: Int
     /// Bytes currently mapped (the pool size).
@@ -43,7 +45,12 @@ final class PoolMapping: @unchecked Sendable {
     }
 
     /// Anonymous (simulated) memory of `size` bytes, initialised from `image` when given.
-    init(anonymousSize size: Int, reserve: Int, image: UnsafeRawBufferPointer?) throws(PoolError) {
+    convenience init(anonymousSize size: Int, reserve: Int, image: [UInt8]?) throws(PoolError) {
+        try self.init(anonymousSize: size, reserve: reserve)
+        if let image { bytes.copy(Array(image.prefix(size)), to: 0) }
+    }
+
+    private init(anonymousSize size: Int, reserve: Int) throws(PoolError) {
         let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
         base = try VirtualMemory.reserve(reserved)
         self.reserved = reserved
@@ -56,7 +63,6 @@ final class PoolMapping: @unchecked Sendable {
             VirtualMemory.release(base, size: reserved)
             throw error
         }
-        if let image { base.copyMemory(from: image.baseAddress!, byteCount: min(size, image.count)) }
         mappedSize = size
     }
 

@@ -10,7 +10,7 @@ import CPersistentHeap
 
 /// A raw file descriptor with the operations a pool needs. Not reference counted:
 /// the owner (``PoolFile``) closes it exactly once.
-struct FileDescriptor: Sendable {
+package struct FileDescriptor: Sendable {
     let raw: Int32
     let path: String
 
@@ -83,18 +83,11 @@ struct FileDescriptor: Sendable {
         return done
     }
 
-    /// Writes all of `buffer` at `offset` (`pwrite(2)`).
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int) throws(PoolError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(raw, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 {
-                let e = currentErrno
-                if e == EINTR { continue }
-                throw PoolError.syscall("pwrite", errno: e, path: path)
-            }
-            done += n
-        }
+    /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
+    func read(count: Int, at offset: Int) throws(PoolError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        let n = try typedThrows { try buffer.withUnsafeMutableBytes { try read(into: $0, at: offset) } }
+        return Array(buffer.prefix(n))
     }
 
     /// Flushes file data and metadata to the device (`fsync(2)`).

@@ -1,18 +1,17 @@
-// Reading and writing persistent memory through persistent pointers.
+// Reading and writing persistent memory through persistent pointers, checked.
 //
 // The naming ladder (after swift-nio):
 //   load / store / withMutable        checked (bounds + alignment), errors thrown; store and
 //                                     withMutable persist what they changed
 //   subscript                         checked, traps on a bad pointer; the setter persists
-//   withUnsafeMutablePointer(to:)     checked, no persist: persist yourself
-//   unsafeAddress(of:)                unchecked: the hot-path door
+//   withUnsafePointer / withUnsafeMutablePointer, unsafeAddress(of:)   Pool+Unsafe.swift
 
 extension Pool {
     /// Direct writes inside a transaction of the same thread would bypass it (and be lost or
     /// overwritten at commit): they are refused.
     @inline(__always)
     func checkNoTransaction() throws(PoolError) {
-        if let state = txStates[heap.currentLane()], state.pointee.active {
+        if let state = txStates[heap.currentLane()], state[0].active {
             throw PoolError(.transactionMisuse, "direct write inside a transaction: write through the transaction (tx.write / tx.update)", path: path)
         }
     }
@@ -28,16 +27,16 @@ extension Pool {
         return o1 || o2 ? nil : total
     }
 
-    /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned. Every
-    /// quantity is checked before it is used in arithmetic: a pointer or count read from a
-    /// damaged pool gets `invalidPointer` / `invalidArgument`, never a trap.
+    /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned; returns the
+    /// pool offset. Every quantity is checked before it is used in arithmetic: a pointer or count
+    /// read from a damaged pool gets `invalidPointer` / `invalidArgument`, never a trap.
     ///
     /// `@inline(never)`: Swift 6.3.1 miscompiles this generic typed-throws function when it is
     /// inlined into the (generic, typed-throws) accessors below and optimized across modules:
     /// callers saw a spurious, uninitialised `PoolError`. Found by the release `selftest` of
     /// Benchmarks/pheap-compare, which CI runs.
     @inline(never)
-    func checkedAddress<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> UnsafeMutablePointer<T> {
+    func checkedOffset<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> Int {
         try checkOpen()
         guard p.offset != 0 else { throw PoolError(.invalidPointer, "null pointer dereferenced", path: path) }
         guard let size = Pool.byteSize(T.self, count: count) else {
@@ -50,13 +49,13 @@ extension Pool {
         guard o % MemoryLayout<T>.alignment == 0 else {
             throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) is not aligned to \(MemoryLayout<T>.alignment) for \(T.self)", path: path)
         }
-        return bytes.pointer(o).assumingMemoryBound(to: T.self)
+        return o
     }
 
     /// Reads the value `p` points at.
     /// - Throws: `invalidPointer` when `p` is null, misaligned or outside the heap.
     public func load<T>(_ p: PPointer<T>) throws(PoolError) -> T {
-        try checkedAddress(p).pointee
+        bytes.load(T.self, at: try checkedOffset(p))
     }
 
     /// Stores `value` at `p` and makes it durable.
@@ -65,19 +64,23 @@ extension Pool {
     public func store<T>(_ value: T, at p: PPointer<T>) throws(PoolError) {
         try checkWritable()
         try checkNoTransaction()
-        let a = try checkedAddress(p)
-        a.pointee = value
-        persistence.persist(a, count: MemoryLayout<T>.size)
+        let o = try checkedOffset(p)
+        bytes.store(value, at: o)
+        persistence.persist(offset: o, count: MemoryLayout<T>.size)
     }
 
-    /// Runs `body` on the value at `p` in place, then makes it durable.
+    /// Runs `body` on the value at `p`, stores the result back and makes it durable.
     /// - Note: Not failure-atomic beyond 8 bytes (see ``store(_:at:)``).
     public func withMutable<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
         try checkWritable()
         try checkNoTransaction()
-        let a = try checkedAddress(p)
-        defer { persistence.persist(a, count: MemoryLayout<T>.size) }
-        return try body(&a.pointee)
+        let o = try checkedOffset(p)
+        var value = bytes.load(T.self, at: o)
+        defer {
+            bytes.store(value, at: o)
+            persistence.persist(offset: o, count: MemoryLayout<T>.size)
+        }
+        return try body(&value)
     }
 
     /// Checked access with a trap for a bad pointer. The setter persists the stored value.
@@ -95,51 +98,18 @@ extension Pool {
         }
     }
 
-    /// Calls `body` with the address of `count` elements at `p` (validated: inside the heap,
-    /// aligned). Stores through it are not durable until persisted (``persist(_:count:)``).
-    /// - Throws: `readOnly` on a read-only pool (its mapping cannot be written: use
-    ///   ``withUnsafePointer(to:count:_:)`` to read), `invalidPointer`, `invalidArgument`, `closed`.
-    /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.
-    public func withUnsafeMutablePointer<T, R>(to p: PPointer<T>, count: Int = 1,
-                                               _ body: (UnsafeMutablePointer<T>) throws -> R) throws -> R {
-        try checkWritable()
-        return try body(try checkedAddress(p, count: count))
-    }
-
-    /// Calls `body` with the read-only address of `count` elements at `p` (validated: inside
-    /// the heap, aligned). Works on read-only pools.
-    /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.
-    public func withUnsafePointer<T, R>(to p: PPointer<T>, count: Int = 1,
-                                        _ body: (UnsafePointer<T>) throws -> R) throws -> R {
-        try body(UnsafePointer(try checkedAddress(p, count: count)))
-    }
-
-    /// The address of `p` in this process, unchecked: the fast path for hot code.
-    /// - Warning: No validation at all. The address is valid until ``close()`` (the mapping
-    ///   never moves while the pool is open, including when it grows).
-    @inline(__always)
-    public func unsafeAddress<T>(of p: PPointer<T>) -> UnsafeMutablePointer<T> {
-        bytes.pointer(Int(truncatingIfNeeded: p.offset)).assumingMemoryBound(to: T.self)
-    }
-
-    /// The address of the raw pointer `p`, unchecked (see ``unsafeAddress(of:)-(PPointer<T>)``).
-    @inline(__always)
-    public func unsafeAddress(of p: PRawPointer) -> UnsafeMutableRawPointer {
-        bytes.pointer(Int(truncatingIfNeeded: p.offset))
-    }
-
     /// Makes `count` elements at `p` durable (flush and fence through the persistence layer).
     /// - Throws: `invalidPointer` (null, misaligned, outside the heap), `invalidArgument`
     ///   (a negative or overflowing count), `closed`.
     public func persist<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) {
-        let a = try checkedAddress(p, count: count)
-        persistence.persist(a, count: Pool.byteSize(T.self, count: count) ?? 0)
+        let o = try checkedOffset(p, count: count)
+        persistence.persist(offset: o, count: Pool.byteSize(T.self, count: count) ?? 0)
     }
 
     /// Makes `count` bytes at `p` durable.
     public func persist(_ p: PRawPointer, count: Int) throws(PoolError) {
-        let a = try checkedAddress(p.assumingType(UInt8.self), count: count)
-        persistence.persist(a, count: count)
+        let o = try checkedOffset(p.assumingType(UInt8.self), count: count)
+        persistence.persist(offset: o, count: count)
     }
 
     /// Whether `p` points into this pool's heap (bounds only: not whether it is allocated).

@@ -25,10 +25,54 @@ extension Pool {
     func allocateRaw(_ n: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         try checkWritable()
         try checkRequest(bytes: n, alignment: alignment)
-        if let c = heap.classIndex(size: n, alignment: alignment) {
-            return try heap.allocateSmall(sizeClass: c, zeroed: zeroed)
+        return try heap.allocate(size: n, alignment: alignment, zeroed: zeroed)
+    }
+
+    /// Allocate-and-link: reserves `size` bytes, lets `fill` write them (at their pool offset,
+    /// with their usable size) or zeroes them, and publishes the block together with `slot := it`
+    /// in one log. `slot` must be valid (``userSlot(_:)`` or one of the pool's own).
+    func allocateLinked(size: Int, alignment: Int, slot: Int, zeroed: Bool,
+                        fill: ((_ offset: Int, _ usable: Int) -> Void)?) throws(PoolError) -> Int {
+        let lane = heap.currentLane()
+        let r = try heap.reserve(size: size, alignment: alignment, lane: lane, longLived: false)
+        if zeroed { bytes.zero(r.offset, count: r.usableSize) }
+        fill?(r.offset, r.usableSize)
+        heap.publishLinked(r, slot: slot, initialized: zeroed ? r.usableSize : (fill != nil ? size : 0), lane: lane)
+        return r.offset
+    }
+
+    /// Reallocate-and-relink: moves what `slot` points at to a block of at least `size` bytes in
+    /// one log (the new block's contents verified, `slot := new`, the new block published, the
+    /// old one freed). After a crash the slot points at the old object (intact) or the new one
+    /// (with the old contents, the rest zeroed), and exactly that one is allocated. A null slot
+    /// gets a new zeroed block; a block already large enough is returned as it is.
+    func reallocateLinked(slot: Int, size: Int, alignment: Int) throws(PoolError) -> Int {
+        let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot, .acquiring))
+        if x == 0 { return try allocateLinked(size: size, alignment: alignment, slot: slot, zeroed: true, fill: nil) }
+        let oldSize = try heap.usableSize(at: x)
+        if size <= oldSize && x & (alignment - 1) == 0 { return x }
+        let lane = heap.currentLane()
+        let old = try heap.prepareFree(x)
+        let r: Reservation
+        do throws(PoolError) {
+            r = try heap.reserve(size: size, alignment: alignment, lane: lane, longLived: false)
+        } catch {
+            heap.cancelFree(old)
+            throw error
         }
-        return try heap.allocateExtent(units: Heap.unitsFor(n), zeroed: zeroed)
+        let keep = min(oldSize, r.usableSize)
+        bytes.move(from: x, to: r.offset, count: keep)
+        bytes.zero(r.offset + keep, count: r.usableSize - keep)
+        persistence.flush(offset: r.offset, count: r.usableSize)
+        var log = heap.log(lane: lane, entries: 6)
+        log.appendVerify(offset: r.offset, count: r.usableSize)
+        log.append(.write8, offset: slot, operand: UInt64(r.offset))
+        heap.appendPublish(r, to: &log)
+        heap.appendFree(old, to: &log)
+        heap.commit(&log, lane: lane)
+        heap.finishFreed(old)
+        heap.finishPublished(r)
+        return r.offset
     }
 
     /// Allocates `bytes` bytes aligned to `alignment` (a power of two up to 4096).
@@ -63,7 +107,7 @@ extension Pool {
                          linkedInto slot: PPointer<PRawPointer>) throws(PoolError) -> PRawPointer {
         try checkWritable()
         try checkRequest(bytes: bytes, alignment: alignment)
-        let x = try heap.allocateLinked(size: bytes, alignment: alignment, slot: try userSlot(slot), zeroed: zeroed, initialize: nil)
+        let x = try allocateLinked(size: bytes, alignment: alignment, slot: try userSlot(slot), zeroed: zeroed, fill: nil)
         return PRawPointer(offset: UInt64(x))
     }
 
@@ -77,24 +121,9 @@ extension Pool {
         try checkWritable()
         let size = max(MemoryLayout<T>.size, 1)
         try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
-        let x = try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: try userSlot(slot), zeroed: false) { p, _ in
-            p.storeBytes(of: value, as: T.self)
-        }
-        return PPointer(offset: UInt64(x))
-    }
-
-    /// Allocates `count` values of `T`, lets `initialize` fill them (they start zeroed), and
-    /// stores the new pointer in `slot`, atomically.
-    public func allocate<T: BitwiseCopyable>(_ type: T.Type, count: Int = 1, linkedInto slot: PPointer<PPointer<T>>,
-                                             initialize: (UnsafeMutableBufferPointer<T>) -> Void = { _ in }) throws(PoolError) -> PPointer<T> {
-        try checkWritable()
-        let size = try byteCount(T.self, count)
-        try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
         let target = try userSlot(slot)
-        let x = try withoutActuallyEscaping(initialize) { (initialize) throws(PoolError) -> Int in
-            try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: target, zeroed: true) { p, _ in
-                initialize(UnsafeMutableBufferPointer(start: p.assumingMemoryBound(to: T.self), count: count))
-            }
+        let x = try allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: target, zeroed: false) { [bytes] o, _ in
+            bytes.store(value, at: o)
         }
         return PPointer(offset: UInt64(x))
     }
@@ -112,23 +141,20 @@ extension Pool {
     public func free(_ p: PRawPointer) throws(PoolError) {
         guard !p.isNull else { return }
         try checkWritable()
-        switch try heap.locate(Int(truncatingIfNeeded: p.offset)) {
-        case .small(let r, let c, let w, let mask): try heap.freeSmall(run: r, sizeClass: c, word: w, mask: mask)
-        case .large(let u): try heap.freeExtent(unit: u)
-        }
+        try heap.free(Int(truncatingIfNeeded: p.offset))
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, **atomically**. A null slot is
     /// a no-op. Two fences.
     public func free<T>(linkedFrom slot: PPointer<PPointer<T>>) throws(PoolError) {
         try checkWritable()
-        try heap.freeLinked(slot: try userSlot(slot))
+        try heap.freeLinked(slot: try userSlot(slot), lane: heap.currentLane())
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, atomically (raw slot).
     public func free(linkedFrom slot: PPointer<PRawPointer>) throws(PoolError) {
         try checkWritable()
-        try heap.freeLinked(slot: try userSlot(slot))
+        try heap.freeLinked(slot: try userSlot(slot), lane: heap.currentLane())
     }
 
     /// Resizes the object `slot` points at to hold `count` values of `T`, atomically with the
@@ -139,7 +165,7 @@ extension Pool {
         try checkWritable()
         let size = try byteCount(T.self, count)
         try checkRequest(bytes: size, alignment: MemoryLayout<T>.alignment)
-        return PPointer(offset: UInt64(try heap.reallocateLinked(slot: try userSlot(slot), size: size, alignment: MemoryLayout<T>.alignment)))
+        return PPointer(offset: UInt64(try reallocateLinked(slot: try userSlot(slot), size: size, alignment: MemoryLayout<T>.alignment)))
     }
 
     /// Resizes the object at `p` to hold `count` values of `T`: returns `p` when it is already
@@ -152,9 +178,8 @@ extension Pool {
         let old = try usableSize(of: p)
         if size <= old { return p }
         let q = try allocate(T.self, count: count)
-        let from = unsafeAddress(of: p.raw), to = unsafeAddress(of: q.raw)
-        to.copyMemory(from: from, byteCount: old)
-        persistence.persist(to, count: old)
+        bytes.move(from: Int(p.offset), to: Int(q.offset), count: old)
+        persistence.persist(offset: Int(q.offset), count: old)
         try free(p)
         return q
     }
@@ -163,7 +188,7 @@ extension Pool {
     /// - Throws: `invalidFree` when `p` is not a live allocation.
     public func usableSize<T>(of p: PPointer<T>) throws(PoolError) -> Int {
         try checkOpen()
-        return heap.usableSize(try heap.locate(Int(truncatingIfNeeded: p.offset)))
+        return try heap.usableSize(at: Int(truncatingIfNeeded: p.offset))
     }
 
     /// Usable bytes of the block `p` points at.
@@ -177,7 +202,7 @@ extension Pool {
     /// Whether `p` is the start of a live allocation.
     public func isAllocated(_ p: PRawPointer) -> Bool {
         guard !isClosed, !p.isNull else { return false }
-        return (try? heap.locate(Int(truncatingIfNeeded: p.offset))) != nil
+        return heap.isAllocated(Int(truncatingIfNeeded: p.offset))
     }
 
     /// Gives the free tail of the pool back to the file system (truncates the file) and returns
@@ -187,9 +212,6 @@ extension Pool {
     @discardableResult
     public func shrink() throws(PoolError) -> Int {
         try checkWritable()
-        // The calling thread's runs become unowned, so empty ones can be dissolved too.
-        heap.releaseLaneRuns(heap.currentLane())
-        heap.dissolveEmptyRuns()
-        return try heap.shrinkTail()
+        return try heap.shrink()
     }
 }

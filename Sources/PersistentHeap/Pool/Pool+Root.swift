@@ -15,16 +15,16 @@ extension Pool {
         try checkOpen()
         let size = max(MemoryLayout<T>.size, 1)
         return try rootLock.withLock { (_) throws(PoolError) -> PPointer<T> in
-            let current = bytes.atomicLoad(Pool.rootSlotOffset)
+            let current = bytes.atomicLoad(Pool.rootSlotOffset, .acquiring)
             if current != 0 {
-                let loc = try heap.locate(Int(truncatingIfNeeded: current))
-                if heap.usableSize(loc) >= size && current % UInt64(MemoryLayout<T>.alignment) == 0 { return PPointer(offset: current) }
+                let usable = try heap.usableSize(at: Int(truncatingIfNeeded: current))
+                if usable >= size && current % UInt64(MemoryLayout<T>.alignment) == 0 { return PPointer(offset: current) }
                 try checkWritable()
-                return PPointer(offset: UInt64(try heap.reallocateLinked(slot: Pool.rootSlotOffset, size: size, alignment: MemoryLayout<T>.alignment)))
+                return PPointer(offset: UInt64(try reallocateLinked(slot: Pool.rootSlotOffset, size: size, alignment: MemoryLayout<T>.alignment)))
             }
             try checkWritable()
-            let x = try heap.allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Pool.rootSlotOffset,
-                                            zeroed: true, initialize: nil)
+            let x = try allocateLinked(size: size, alignment: MemoryLayout<T>.alignment, slot: Pool.rootSlotOffset,
+                                       zeroed: true, fill: nil)
             return PPointer(offset: UInt64(x))
         }
     }
@@ -32,7 +32,7 @@ extension Pool {
     /// The root object's pointer if one exists (without creating it).
     public var rootPointer: PRawPointer? {
         guard !isClosed else { return nil }
-        let x = bytes.atomicLoad(Pool.rootSlotOffset)
+        let x = bytes.atomicLoad(Pool.rootSlotOffset, .acquiring)
         return x == 0 ? nil : PRawPointer(offset: x)
     }
 
@@ -41,7 +41,7 @@ extension Pool {
         let x = bytes.u64(Pool.rootSlotOffset)
         guard x != 0 else { return }
         do throws(PoolError) {
-            _ = try heap.locate(Int(truncatingIfNeeded: x))
+            _ = try heap.usableSize(at: Int(truncatingIfNeeded: x))
         } catch {
             throw PoolError(.corrupted, "the root slot holds 0x\(String(x, radix: 16)), which is not a live allocation", path: path)
         }

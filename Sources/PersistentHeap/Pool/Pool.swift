@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CPersistentHeap
 import Synchronization
 
 /// A persistent heap in one file, mapped into memory.
@@ -53,7 +52,7 @@ public final class Pool: @unchecked Sendable {
     private let closed = Atomic<Bool>(true)
     /// Per lane: the lane's transaction state (created on first use, touched only by the lane's
     /// thread). `txStates` is `transactionStates.base`, kept apart for the hot path.
-    let txStates: UnsafeMutablePointer<UnsafeMutablePointer<TransactionState>?>
+    let txStates: FixedArray<FixedArray<TransactionState>?>
     /// Owns `txStates` (freed when the pool goes away — including when `init` fails midway,
     /// where no `deinit` runs).
     private let transactionStates: TransactionStates
@@ -70,11 +69,11 @@ public final class Pool: @unchecked Sendable {
         maxRequest = Int(header.maxSize)
         isReadOnly = readOnly
         poolID = PoolIdentity.make()
-        bytes = PoolBytes(base: mapping.base)
+        bytes = mapping.bytes
         lanes = LaneTable(count: Int(header.laneCount))
         transactionStates = TransactionStates(count: Int(header.laneCount))
-        txStates = transactionStates.base
-        persistence = Persistence(domain: domain, base: mapping.base, media: media, deferredSlots: Int(header.laneCount))
+        txStates = transactionStates.states
+        persistence = Persistence(domain: domain, mapping: mapping, media: media, deferredSlots: Int(header.laneCount))
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
 
         let state = bytes.u64(StateField.shutdown)
@@ -100,9 +99,9 @@ public final class Pool: @unchecked Sendable {
             }
             try heap.freeLeftoverExtensions(laneCount: Int(header.laneCount))
             // Dirty until close(): a crash from here on is detected at the next open.
-            bytes.atomicStore(StateField.shutdown, ShutdownState.dirty)
-            bytes.atomicStore(StateField.session, bytes.u64(StateField.session) &+ 1)
-            persistence.persist(bytes.pointer(Format.statePageOffset), count: 16)
+            bytes.atomicStore(StateField.shutdown, ShutdownState.dirty, .releasing)
+            bytes.atomicStore(StateField.session, bytes.u64(StateField.session) &+ 1, .releasing)
+            persistence.persist(offset: Format.statePageOffset, count: 16)
         }
         session = bytes.u64(StateField.session)
         installCallbacks()
@@ -145,8 +144,8 @@ public final class Pool: @unchecked Sendable {
                                     trySync: options.durability == .automatic)
             mapping = m
             let domain = chooseDomain(options.durability, mapSync: m.mapSync)
-            let persistence = Persistence(domain: domain, base: m.base, media: nil, deferredSlots: 1)
-            format(PoolBytes(base: m.base), header: header, persistence: persistence)
+            let persistence = Persistence(domain: domain, mapping: m, media: nil, deferredSlots: 1)
+            format(m.bytes, header: header, persistence: persistence)
             return try Pool(path: path, mapping: m, header: header, domain: domain, media: nil, readOnly: false, repair: .none)
         } catch {
             // Nothing of value was written yet: remove the partial file.
@@ -162,9 +161,9 @@ public final class Pool: @unchecked Sendable {
         let header = try makeHeader(size: size, layout: layout, options: options, path: nil)
         let poolSize = Int(header.poolSize)
         let mapping = try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: nil)
-        let media = SimulatedMedia(current: mapping.base, size: poolSize)
-        let persistence = Persistence(domain: .simulated, base: mapping.base, media: media, deferredSlots: 1)
-        format(PoolBytes(base: mapping.base), header: header, persistence: persistence)
+        let media = SimulatedMedia(mapping: mapping, size: poolSize)
+        let persistence = Persistence(domain: .simulated, mapping: mapping, media: media, deferredSlots: 1)
+        format(mapping.bytes, header: header, persistence: persistence)
         return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media, readOnly: false, repair: .none)
     }
 
@@ -173,23 +172,14 @@ public final class Pool: @unchecked Sendable {
     /// before recovery runs, so recovery itself can be crash-tested.
     public static func openSimulated(image: [UInt8], layout: String, options: PoolOptions = PoolOptions(),
                                      onFence: (@Sendable (SimulatedMedia, Int) -> Void)? = nil) throws(PoolError) -> Pool {
-        guard image.count >= Format.headerSize else {
-            throw PoolError(.tooSmall, "the image is \(image.count) bytes, smaller than a pool header")
-        }
-        let (header, repair) = try typedThrows { try image.withUnsafeBytes { raw in
-            let backup = raw.count >= Format.backupHeaderOffset + Format.headerSize
-                ? UnsafeRawBufferPointer(rebasing: raw[Format.backupHeaderOffset..<(Format.backupHeaderOffset + Format.headerSize)]) : nil
-            return try HeaderSelection.select(primary: UnsafeRawBufferPointer(rebasing: raw[0..<Format.headerSize]), backup: backup, path: nil)
-        } }
+        let (header, repair) = try HeaderSelection.select(image: image, path: nil)
         try checkLayout(header, layout, path: nil)
         guard Int(header.poolSize) <= image.count else {
             throw PoolError(.truncated, "the header records \(header.poolSize) bytes but the image has \(image.count)")
         }
         let poolSize = Int(header.poolSize)
-        let mapping = try typedThrows { try image.withUnsafeBytes { raw in
-            try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: raw)
-        } }
-        let media = image.withUnsafeBytes { SimulatedMedia(current: mapping.base, size: poolSize, durableImage: $0) }
+        let mapping = try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: image)
+        let media = SimulatedMedia(mapping: mapping, size: poolSize, durableImage: image)
         media.onFence = onFence
         return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media,
                         readOnly: options.readOnly, repair: repair)
@@ -243,15 +233,15 @@ public final class Pool: @unchecked Sendable {
         bytes.setU64(StateField.shutdown, ShutdownState.clean)
         bytes.setU64(StateField.session, 0)
         bytes.setU64(StateField.rootSlot, 0)
-        persistence.flush(bytes.pointer(Format.statePageOffset), count: Format.page)
+        persistence.flush(offset: Format.statePageOffset, count: Format.page)
         let table = Int(header.tableOffset)
         bytes.setU64(table, UnitEntry(kind: .free, length: header.units).raw)
-        persistence.flush(bytes.pointer(table), count: 8)
+        persistence.flush(offset: table, count: 8)
         persistence.drain()
         let encoded = header.encode()
         for at in [Format.primaryHeaderOffset, Format.backupHeaderOffset] {
             bytes.copy(encoded, to: at)
-            persistence.persist(bytes.pointer(at), count: Format.headerSize)
+            persistence.persist(offset: at, count: Format.headerSize)
         }
     }
 
@@ -296,21 +286,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Reads and selects a header from the file with `pread` (no mapping: a short file cannot fault).
     static func readHeader(_ fd: FileDescriptor, fileSize: Int) throws(PoolError) -> (PoolHeader, HeaderSelection.Repair) {
-        if fileSize == 0 { throw PoolError(.tooSmall, "the file is empty", path: fd.path) }
-        if fileSize < Format.headerSize {
-            throw PoolError(.tooSmall, "the file is \(fileSize) bytes, smaller than a pool header", path: fd.path)
-        }
-        var primary = [UInt8](repeating: 0, count: Format.headerSize)
-        var backup = [UInt8](repeating: 0, count: Format.headerSize)
-        _ = try typedThrows { try primary.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.primaryHeaderOffset) } }
-        let backupRead = try typedThrows { try backup.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.backupHeaderOffset) } }
-        return try typedThrows {
-            try primary.withUnsafeBytes { p in
-                try backup.withUnsafeBytes { b in
-                    try HeaderSelection.select(primary: p, backup: backupRead == Format.headerSize ? b : nil, path: fd.path)
-                }
-            }
-        }
+        try HeaderSelection.read(fd, fileSize: fileSize)
     }
 
     static func checkLayout(_ header: PoolHeader, _ layout: String, path: String?) throws(PoolError) {
@@ -340,8 +316,8 @@ public final class Pool: @unchecked Sendable {
     ///   thread (the pool stays open: close it after the transaction body returns).
     public func close() throws(PoolError) {
         if !closed.load(ordering: .acquiring) {
-            let lane = ph_tls_lane_lookup(poolID)
-            if lane >= 0, let state = txStates[Int(lane)], state.pointee.active {
+            let lane = ThreadContext.lane(inPool: poolID)
+            if lane >= 0, let state = txStates[lane], state[0].active {
                 throw PoolError(.transactionMisuse, "close() inside a transaction of this pool: close it after the transaction body returns", path: path)
             }
         }
@@ -352,8 +328,8 @@ public final class Pool: @unchecked Sendable {
         if !isReadOnly {
             for lane in 0..<lanes.count { heap.releaseLaneRuns(lane) }
             persistence.drain()
-            bytes.atomicStore(StateField.shutdown, ShutdownState.clean)
-            persistence.persist(bytes.pointer(StateField.shutdown), count: 8)
+            bytes.atomicStore(StateField.shutdown, ShutdownState.clean, .releasing)
+            persistence.persist(offset: StateField.shutdown, count: 8)
         }
         if let file = mapping.file, !isReadOnly, persistence.domain != .msync {
             // Page-cache backed mappings also need the file's metadata on disk.
@@ -396,7 +372,7 @@ public final class Pool: @unchecked Sendable {
 
     private func writeHeaderCopy(_ h: PoolHeader, at offset: Int) {
         bytes.copy(h.encode(), to: offset)
-        persistence.persist(bytes.pointer(offset), count: Format.headerSize)
+        persistence.persist(offset: offset, count: Format.headerSize)
     }
 
     private func installCallbacks() {

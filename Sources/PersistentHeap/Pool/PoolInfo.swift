@@ -58,14 +58,13 @@ public struct PoolInfo: Sendable, Equatable, Codable {
         defer { fd.close() }
         let st = try fd.stat()
         if st.st_mode & S_IFMT == S_IFDIR { throw PoolError(.isDirectory, "is a directory, not a pool file", path: path) }
-        let (header, _) = try Pool.readHeader(fd, fileSize: Int(st.st_size))
+        let (header, _) = try HeaderSelection.read(fd, fileSize: Int(st.st_size))
         guard Int(header.poolSize) <= Int(st.st_size) else {
             throw PoolError(.truncated, "the header records a pool of \(header.poolSize) bytes but the file has \(st.st_size)", path: path)
         }
-        var words = [UInt64](repeating: 0, count: 16)
-        _ = try typedThrows { try words.withUnsafeMutableBytes { try fd.read(into: $0, at: Format.statePageOffset) } }
+        let state = StatePage(try fd.read(count: StatePage.size, at: Format.statePageOffset))
         let domain = Pool.chooseDomain(.automatic, mapSync: false)
-        return PoolInfo(header: header, domain: domain.rawValue, state: words[0], root: words[8])
+        return PoolInfo(header: header, domain: domain.rawValue, state: state.shutdown, root: state.root)
     }
 }
 
@@ -85,6 +84,4 @@ extension Pool {
     public var maxSize: Int { Int(header.maxSize) }
     /// The pool's UUID.
     public var uuid: String { PoolInfo.format(uuid: header.uuid) }
-    /// The base address of the mapping: it does not change while the pool is open.
-    public var baseAddress: UnsafeMutableRawPointer { mapping.base }
 }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CPersistentHeap
 
 /// A mutex that lives inside persistent objects (8 bytes), for isolating threads that change
 /// the same persistent data — transactions give atomicity against crashes, not isolation.
@@ -26,17 +25,19 @@ public struct PMutex: BitwiseCopyable, Sendable {
 }
 
 extension Pool {
-    private func mutexWord(_ m: PPointer<PMutex>) throws(PoolError) -> UnsafeMutablePointer<UInt64> {
+    /// The pool offset of the mutex's word (validated).
+    private func mutexWord(_ m: PPointer<PMutex>) throws(PoolError) -> Int {
         try checkWritable()
-        return UnsafeMutableRawPointer(try checkedAddress(m)).assumingMemoryBound(to: UInt64.self)
+        return try checkedOffset(m)
     }
 
     /// Takes the mutex at `m` if it is free; returns whether it did.
     public func tryLock(_ m: PPointer<PMutex>) throws(PoolError) -> Bool {
         let w = try mutexWord(m)
-        let v = ph_atomic_load_u64(w)
+        // Acquire pairs with unlock's release; the exchange is sequentially consistent.
+        let v = bytes.atomicLoad(w, .acquiring)
         let held = v >> 1 == session && v & 1 == 1
-        return !held && ph_atomic_cas_u64(w, v, session << 1 | 1) != 0
+        return !held && bytes.compareExchange(w, expected: v, desired: session << 1 | 1)
     }
 
     /// Takes the mutex at `m`, waiting while another thread holds it.
@@ -44,14 +45,14 @@ extension Pool {
         var spins = 0
         while try !tryLock(m) {
             spins += 1
-            if spins < 64 { ph_pause() } else if spins < 1000 { sched_yield() } else { usleep(50) }
+            if spins < 64 { ThreadContext.spinPause() } else if spins < 1000 { sched_yield() } else { usleep(50) }
         }
     }
 
     /// Releases the mutex at `m` (held by the caller).
     public func unlock(_ m: PPointer<PMutex>) throws(PoolError) {
         let w = try mutexWord(m)
-        ph_atomic_store_u64(w, session << 1)
+        bytes.atomicStore(w, session << 1, .releasing)
     }
 
     /// Runs `body` holding the mutex at `m`.

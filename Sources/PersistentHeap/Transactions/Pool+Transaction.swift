@@ -25,7 +25,7 @@ extension Pool {
     /// Whether the calling thread is inside a transaction of this pool.
     public var inTransaction: Bool {
         guard !isClosed else { return false }
-        return txStates[heap.currentLane()]?.pointee.active ?? false
+        return txStates[heap.currentLane()]?[0].active ?? false
     }
 
     /// Runs `body` as one failure-atomic transaction and returns its result.
@@ -64,15 +64,15 @@ extension Pool {
         try checkWritable()
         let context = transactionContext(heap.currentLane())
         let ctx = context.state
-        if ctx.pointee.active {
-            ctx.pointee.depth += 1
+        if ctx[0].active {
+            ctx[0].depth += 1
         } else {
-            ctx.pointee.generation &+= 1
-            ctx.pointee.active = true
-            ctx.pointee.depth = 1
-            ctx.pointee.thread = pthread_self()
+            ctx[0].generation &+= 1
+            ctx[0].active = true
+            ctx[0].depth = 1
+            ctx[0].thread = pthread_self()
         }
-        return Transaction(pool: self, context: context, generation: ctx.pointee.generation)
+        return Transaction(pool: self, context: context, generation: ctx[0].generation)
     }
 
     /// The body of `tx` threw `error`: a joined transaction dooms the outermost one, the
@@ -80,9 +80,9 @@ extension Pool {
     @usableFromInline
     func _failTransaction(_ tx: Transaction, _ error: any Error) -> any Error {
         let ctx = tx.context.state
-        if ctx.pointee.depth > 1 {
-            ctx.pointee.depth -= 1
-            if ctx.pointee.doom == nil { ctx.pointee.doom = error }
+        if ctx[0].depth > 1 {
+            ctx[0].depth -= 1
+            if ctx[0].doom == nil { ctx[0].doom = error }
         } else {
             abortTransaction(tx.context)
         }
@@ -95,15 +95,15 @@ extension Pool {
     func _endTransaction(_ tx: Transaction) throws {
         let context = tx.context
         let ctx = context.state
-        if ctx.pointee.depth > 1 {
-            ctx.pointee.depth -= 1
+        if ctx[0].depth > 1 {
+            ctx[0].depth -= 1
             return
         }
-        if let doom = ctx.pointee.doom {
+        if let doom = ctx[0].doom {
             abortTransaction(context)
             throw doom
         }
-        if ctx.pointee.hasWork || !heap.laneReservations(context.lane).pointee.pinnedRuns.isEmpty {
+        if ctx[0].hasWork {
             do throws(PoolError) {
                 try commitTransaction(context)
             } catch {
@@ -111,94 +111,67 @@ extension Pool {
                 throw error
             }
         }
-        ctx.pointee.reset()
+        ctx[0].reset()
     }
 
     private func abortTransaction(_ context: TransactionContext) {
-        heap.endReservations(lane: context.lane, published: false)
-        for a in context.state.pointee.extents { heap.cancelExtent(a) }
-        context.state.pointee.reset()
+        let ctx = context.state
+        for r in ctx[0].reservations { heap.cancel(r) }
+        for f in ctx[0].frees { heap.cancelFree(f) }
+        ctx[0].reset()
     }
 
     /// Bytes the commit log takes.
-    private func logBytes(_ ctx: TransactionState, lane: Int) -> Int {
+    private func logBytes(_ ctx: FixedArray<TransactionState>) -> Int {
         var n = 0
-        for r in ctx.writeSet.ranges { n += (r.count == 8 && r.offset & 7 == 0) ? 16 : RedoLog.bytesEntrySize(r.count) }
-        n += 16 * (ctx.fresh.count + heap.laneReservations(lane).pointee.blocks.count + ctx.extents.count)
-        n += 32 * ctx.frees.count
+        for r in ctx[0].writeSet.ranges { n += RedoLog.writeEntrySize(r) }
+        for b in ctx[0].fresh where b.written { n += 16 }
+        n += 16 * heap.publishEntries(ctx[0].reservations)
+        n += Heap.freeEntryBytes * ctx[0].frees.count
         return n
     }
 
     private func commitTransaction(_ context: TransactionContext) throws(PoolError) {
         let lane = context.lane
         let ctx = context.state
-        let reservations = heap.laneReservations(lane)
-        let total = logBytes(ctx.pointee, lane: lane)
+        let total = logBytes(ctx)
         var log: RedoLog
-        var extensionBlock = 0
-        let extensionSlot = heap.laneLogOffset(lane) + LaneLayout.extensionSlot
+        var ext: (offset: Int, capacity: Int)?
         var fast = total <= LaneLayout.fastLogSize - LogField.payload
         if fast {
-            for r in ctx.pointee.writeSet.ranges where r.count != 8 || r.offset & 7 != 0 { fast = false }
+            for r in ctx[0].writeSet.ranges where RedoLog.writeEntrySize(r) != 16 { fast = false }
         }
         if fast {
-            log = heap.fastLog(lane)
+            log = heap.log(lane: lane, entries: 3)
         } else {
-            log = heap.mainLog(lane)
+            log = heap.log(lane: lane, entries: .max)
             if total > log.remaining {
-                // A large transaction: the log continues in one block, linked from the lane so
-                // that a crash cannot leak it (recovery frees it). Entries never split across
-                // segments, so the inline part may end early: size the extension for everything.
-                // Its header carries a magic bound to the slot: recovery frees only such a block.
-                extensionBlock = try heap.allocateLinked(size: total + 64 + LogExtensionField.header, alignment: 64,
-                                                         slot: extensionSlot, zeroed: false) { p, usable in
-                    p.storeBytes(of: UInt64(usable - LogExtensionField.header), toByteOffset: LogExtensionField.capacity, as: UInt64.self)
-                    p.storeBytes(of: LogExtensionField.magic(slot: extensionSlot), toByteOffset: LogExtensionField.magic, as: UInt64.self)
-                }
+                // A large transaction: the log continues in the lane's extension block (kept
+                // linked across transactions). Entries never split across segments, so the
+                // inline part may end early: size the extension for everything.
+                ext = try heap.logExtension(lane: lane, payload: total + 64)
             }
         }
         // Moves to the extension when the next entry (`n` bytes) would not leave room for the jump.
         @inline(__always) func room(_ log: inout RedoLog, _ n: Int) {
-            if extensionBlock != 0 && log.remaining < n + 16 && !log.isExtended {
-                log.extend(to: extensionBlock + LogExtensionField.header, capacity: heap.usableSizeOf(extensionBlock) - LogExtensionField.header)
-            }
+            if let ext, log.remaining < n + 16 && !log.isExtended { log.extend(to: ext.offset, capacity: ext.capacity) }
         }
         // New blocks written in place: flushed under fence 1, verified over their final contents.
-        for b in ctx.pointee.fresh where b.written {
-            persistence.flush(bytes.pointer(b.offset), count: b.count)
+        for b in ctx[0].fresh where b.written {
+            persistence.flush(offset: b.offset, count: b.count)
             room(&log, 16)
             log.appendVerify(offset: b.offset, count: b.count)
         }
-        for r in ctx.pointee.writeSet.ranges {
-            if r.count == 8 && r.offset & 7 == 0 {
-                room(&log, 16)
-                log.append(.write8, offset: r.offset, operand: r.shadow.loadUnaligned(as: UInt64.self))
-            } else {
-                room(&log, RedoLog.bytesEntrySize(r.count))
-                log.appendBytes(offset: r.offset, from: r.shadow, count: r.count)
-            }
+        for r in ctx[0].writeSet.ranges {
+            room(&log, RedoLog.writeEntrySize(r))
+            log.appendWrite(r)
         }
-        room(&log, 16 * reservations.pointee.blocks.count)
-        heap.appendSetBits(&reservations.pointee.blocks, to: &log)
-        for a in ctx.pointee.extents {
-            room(&log, 16)
-            log.append(.write8, offset: heap.tableEntryOffset(a), operand: UnitEntry(kind: .used, length: heap.info(a).length).raw)
-        }
-        for f in ctx.pointee.frees { room(&log, 32); heap.appendFree(f, to: &log) }
-        heap.run(&log, lane: lane)
+        room(&log, 16 * heap.publishEntries(ctx[0].reservations))
+        heap.appendPublish(ctx[0].reservations, to: &log)
+        for f in ctx[0].frees { room(&log, Heap.freeEntryBytes); heap.appendFree(f, to: &log) }
+        heap.commit(&log, lane: lane)
         // Volatile bookkeeping, now that everything is durable.
-        heap.endReservations(lane: lane, published: true)
-        for a in ctx.pointee.extents { heap.publishedExtent(a) }
-        for f in ctx.pointee.frees {
-            if case .large = f { heap.lockExtents(); heap.finishFreed(f); heap.unlockExtents() } else { heap.finishFreed(f) }
-        }
-        if extensionBlock != 0 { try heap.freeLinked(slot: extensionSlot) }
-    }
-}
-
-extension Heap {
-    /// Usable size of the live allocation at `offset` (which must be one).
-    func usableSizeOf(_ offset: Int) -> Int {
-        (try? locate(offset)).map(usableSize) ?? 0
+        for r in ctx[0].reservations { heap.finishPublished(r) }
+        for f in ctx[0].frees { heap.finishFreed(f) }
     }
 }

@@ -101,6 +101,21 @@ struct RedoLog {
         if pad != 0 { bytes.pointer(at + 16 + count).initializeMemory(as: UInt8.self, repeating: 0, count: pad) }
     }
 
+    /// Appends the write of a transaction's range: a word write for an aligned 8-byte range, a
+    /// byte write otherwise.
+    mutating func appendWrite(_ r: WriteSet.Range) {
+        if r.count == 8 && r.offset & 7 == 0 {
+            append(.write8, offset: r.offset, operand: r.word)
+        } else {
+            appendBytes(offset: r.offset, from: r.shadow, count: r.count)
+        }
+    }
+
+    /// Bytes the log entry of a transaction's range takes.
+    static func writeEntrySize(_ r: WriteSet.Range) -> Int {
+        r.count == 8 && r.offset & 7 == 0 ? 16 : bytesEntrySize(r.count)
+    }
+
     /// Makes the log valid only if `count` bytes at pool offset `offset` hold what they hold now
     /// (see ``LogOp/verify``).
     mutating func appendVerify(offset: Int, count: Int) {
@@ -177,8 +192,8 @@ struct RedoLog {
     /// Step 3: retires the log without a fence (see the type's documentation). `slot` is the
     /// lane: its next drain covers the retirement, and other threads' drains flush it again.
     func retire(persistence: Persistence, slot: Int) {
-        bytes.atomicStore(lane + LogField.seq, 0)
-        persistence.deferLine(bytes.pointer(lane), slot: slot)
+        bytes.atomicStore(lane + LogField.seq, 0, .releasing)
+        persistence.deferLine(offset: lane, slot: slot)
     }
 
     static func headerCRC(seq: UInt64, total: Int) -> UInt32 {
@@ -213,13 +228,13 @@ struct RedoLog {
     static func perform(_ e: Entry, bytes: PoolBytes, persistence: Persistence) {
         switch e.op {
         case .write8:
-            bytes.atomicStore(e.offset, e.operand)
+            bytes.atomicStore(e.offset, e.operand, .releasing)
             persistence.flush(bytes.pointer(e.offset), count: 8)
         case .or64:
-            _ = ph_atomic_or_u64(bytes.words(e.offset), e.operand)
+            bytes.atomicOr(e.offset, e.operand, .acquiringAndReleasing)
             persistence.flush(bytes.pointer(e.offset), count: 8)
         case .andNot64:
-            _ = ph_atomic_and_u64(bytes.words(e.offset), ~e.operand)
+            bytes.atomicAnd(e.offset, ~e.operand, .acquiringAndReleasing)
             persistence.flush(bytes.pointer(e.offset), count: 8)
         case .writeBytes:
             bytes.pointer(e.offset).copyMemory(from: bytes.pointer(e.dataOffset), byteCount: Int(e.operand))

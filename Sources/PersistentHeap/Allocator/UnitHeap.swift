@@ -11,87 +11,58 @@
 ///
 /// - Complexity: `insert`, `remove`, `popMin` O(log n); `min` O(1).
 struct UnitHeap {
-    private var storage: UnsafeMutablePointer<UInt32>
-    private(set) var count = 0
-    private var capacity: Int
+    private var storage: [UInt32] = []
 
-    init(capacity: Int = 16) {
-        self.capacity = max(capacity, 4)
-        storage = .allocate(capacity: self.capacity)
-    }
+    init() {}
 
-    /// Frees the storage. The heap must not be used afterwards.
-    func deallocate() { storage.deallocate() }
-
-    var isEmpty: Bool { count == 0 }
+    var count: Int { storage.count }
+    var isEmpty: Bool { storage.isEmpty }
 
     /// The lowest unit, if any.
-    var min: UInt32? { count > 0 ? storage[0] : nil }
+    var min: UInt32? { storage.first }
 
     /// Element at heap index `i` (for invariant checks and iteration).
-    subscript(i: Int) -> UInt32 {
-        // Invariant of the caller's loop (`0..<count`); no persisted value reaches it.
-        precondition(i >= 0 && i < count)
-        return storage[i]
-    }
+    subscript(i: Int) -> UInt32 { storage[i] }
 
     /// Inserts `unit`, which must be in no heap.
-    mutating func insert(_ unit: UInt32, positions: UnsafeMutablePointer<Int32>) {
+    mutating func insert(_ unit: UInt32, positions: FixedArray<Int32>) {
         assert(positions[Int(unit)] == 0, "unit \(unit) is already in a heap")
-        if count == capacity { grow() }
-        storage[count] = unit
-        positions[Int(unit)] = Int32(count + 1)
-        count += 1
-        siftUp(count - 1, positions)
+        storage.append(unit)
+        positions[Int(unit)] = Int32(storage.count)
+        siftUp(storage.count - 1, positions)
     }
 
     /// Removes `unit`, which must be in this heap.
-    mutating func remove(_ unit: UInt32, positions: UnsafeMutablePointer<Int32>) {
+    mutating func remove(_ unit: UInt32, positions: FixedArray<Int32>) {
         let i = Int(positions[Int(unit)]) - 1
         // Invariant of the volatile indexes (built by `Heap.load` from validated entries).
-        precondition(i >= 0 && i < count && storage[i] == unit, "unit \(unit) is not in this heap")
+        precondition(i >= 0 && i < storage.count && storage[i] == unit, "unit \(unit) is not in this heap")
         positions[Int(unit)] = 0
-        count -= 1
-        if i == count { return }
+        let last = storage.removeLast()
+        if i == storage.count { return }
         // Invariant: slot i is a hole; fill it with the last element and restore order.
-        let last = storage[count]
         storage[i] = last
         positions[Int(last)] = Int32(i + 1)
         if i > 0 && storage[(i - 1) / 2] > last { siftUp(i, positions) } else { siftDown(i, positions) }
     }
 
     /// Removes and returns the lowest unit.
-    mutating func popMin(positions: UnsafeMutablePointer<Int32>) -> UInt32? {
+    mutating func popMin(positions: FixedArray<Int32>) -> UInt32? {
         guard let m = min else { return nil }
         remove(m, positions: positions)
         return m
     }
 
-    /// Whether `unit` is in this heap (per the shared position map).
-    func contains(_ unit: UInt32, positions: UnsafeMutablePointer<Int32>) -> Bool {
-        let i = Int(positions[Int(unit)]) - 1
-        return i >= 0 && i < count && storage[i] == unit
-    }
-
     /// Checks both invariants; returns a description of the first violation.
-    func invariantViolation(positions: UnsafeMutablePointer<Int32>) -> String? {
-        for i in 0..<count {
+    func invariantViolation(positions: FixedArray<Int32>) -> String? {
+        for i in 0..<storage.count {
             if i > 0 && storage[(i - 1) / 2] >= storage[i] { return "heap order broken at index \(i)" }
             if positions[Int(storage[i])] != Int32(i + 1) { return "position of unit \(storage[i]) is stale" }
         }
         return nil
     }
 
-    private mutating func grow() {
-        let n = capacity * 2
-        let s = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
-        s.update(from: storage, count: count)
-        storage.deallocate()
-        storage = s
-        capacity = n
-    }
-
-    private mutating func siftUp(_ start: Int, _ positions: UnsafeMutablePointer<Int32>) {
+    private mutating func siftUp(_ start: Int, _ positions: FixedArray<Int32>) {
         var i = start
         let x = storage[i]
         while i > 0 {
@@ -106,9 +77,10 @@ struct UnitHeap {
         positions[Int(x)] = Int32(i + 1)
     }
 
-    private mutating func siftDown(_ start: Int, _ positions: UnsafeMutablePointer<Int32>) {
+    private mutating func siftDown(_ start: Int, _ positions: FixedArray<Int32>) {
         var i = start
         let x = storage[i]
+        let count = storage.count
         while true {
             let l = 2 * i + 1
             if l >= count { break }

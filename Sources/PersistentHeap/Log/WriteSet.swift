@@ -2,28 +2,34 @@
 ///
 /// Ranges are kept sorted by pool offset and never overlap: covering a range that touches
 /// existing ones merges them into one (so a range snapshotted twice is logged once). Shadow
-/// bytes live in an arena of chunks that never move, so a pointer handed to a closure stays
-/// valid for the closure's duration.
+/// bytes live in an arena of chunks that never move until `reset`, so a view handed out stays
+/// valid until the transaction ends. Nothing outside the core sees a shadow's address: writes go
+/// through `MutableByteView`, the log takes ranges whole (`RedoLog.appendWrite`).
 ///
 ///     invariant: ranges[i].offset + ranges[i].count < ranges[i + 1].offset
 ///
 /// - Complexity: covering a range is O(log r + bytes copied) plus O(r) when ranges merge.
-struct WriteSet {
-    struct Range {
-        var offset: Int
-        var count: Int
+package struct WriteSet {
+    /// A range of the pool and its shadow.
+    package struct Range {
+        package var offset: Int
+        package var count: Int
         var shadow: UnsafeMutableRawPointer
+        /// The shadow's first 8 bytes (a word write's new value).
+        package var word: UInt64 { shadow.loadUnaligned(as: UInt64.self) }
     }
 
-    private(set) var ranges: [Range] = []
+    package private(set) var ranges: [Range] = []
     private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
     private var chunkUsed = 0
     private static let chunkSize = 64 << 10
 
-    var isEmpty: Bool { ranges.isEmpty }
+    package init() {}
+
+    package var isEmpty: Bool { ranges.isEmpty }
 
     /// Forgets every range, keeping the first chunk for the next transaction.
-    mutating func reset() {
+    package mutating func reset() {
         ranges.removeAll(keepingCapacity: true)
         if chunks.count > 1 {
             for c in chunks.dropFirst() { c.base.deallocate() }
@@ -33,7 +39,7 @@ struct WriteSet {
     }
 
     /// Frees all memory.
-    mutating func deallocate() {
+    package mutating func deallocate() {
         for c in chunks { c.base.deallocate() }
         chunks.removeAll()
         ranges.removeAll()
@@ -63,8 +69,12 @@ struct WriteSet {
     }
 
     /// Makes `[offset, offset+count)` part of the write set (copying the current bytes of
-    /// `memory` for the parts not yet in it) and returns its shadow.
-    mutating func cover(_ offset: Int, _ count: Int, memory: UnsafeRawPointer) -> UnsafeMutableRawPointer {
+    /// `memory` for the parts not yet in it) and returns a view of its shadow.
+    package mutating func cover(_ offset: Int, _ count: Int, memory: PoolBytes) -> MutableByteView {
+        MutableByteView(base: coverShadow(offset, count, memory: memory.base), count: count)
+    }
+
+    private mutating func coverShadow(_ offset: Int, _ count: Int, memory: UnsafeRawPointer) -> UnsafeMutableRawPointer {
         let end = offset + count
         var i = firstEnding(after: offset)
         // Fast path: inside one existing range.
@@ -95,8 +105,16 @@ struct WriteSet {
         return shadow + (offset - lo)
     }
 
+    /// The `T` at `offset` as the transaction sees it (its shadows over `memory`).
+    package func load<T: BitwiseCopyable>(_: T.Type, at offset: Int, memory: PoolBytes) -> T {
+        withUnsafeTemporaryAllocation(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment) { buf in
+            read(offset, MemoryLayout<T>.size, memory: memory.base, into: buf.baseAddress!)
+            return buf.baseAddress!.load(as: T.self)
+        }
+    }
+
     /// Copies `[offset, offset+count)` as the transaction sees it (shadow over memory) to `out`.
-    func read(_ offset: Int, _ count: Int, memory: UnsafeRawPointer, into out: UnsafeMutableRawPointer) {
+    private func read(_ offset: Int, _ count: Int, memory: UnsafeRawPointer, into out: UnsafeMutableRawPointer) {
         out.copyMemory(from: memory + offset, byteCount: count)
         guard !ranges.isEmpty else { return }
         let end = offset + count
@@ -110,7 +128,7 @@ struct WriteSet {
     }
 
     /// Whether any range overlaps `[offset, offset+count)`.
-    func overlaps(_ offset: Int, _ count: Int) -> Bool {
+    package func overlaps(_ offset: Int, _ count: Int) -> Bool {
         let i = firstEnding(after: offset)
         return i < ranges.count && ranges[i].offset < offset + count
     }

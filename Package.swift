@@ -1,38 +1,51 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+// Layers (docs/ARCHITECTURE.md §1 draws them):
+//
+//   CPersistentHeap          C: flush/fence instructions, CPUID, CRC-32C, atomics, the TLS record
+//   PersistentHeapCore       on-media format, system calls, persistence and simulated media,
+//                            PoolBytes and the other audited memory types, redo log, errors —
+//                            the only module that imports the C shim or touches raw pointers
+//   PersistentHeapAllocator  the heap: runs, extents, binary heaps, lanes, reservations,
+//                            recovery, check (package API only)
+//   PersistentHeap           Pool, pointers, transactions, PMutex (the product)
+//   PersistentCollections    containers, built on PersistentHeap's public API (a product)
 let package = Package(
     name: "PersistentHeap",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PersistentHeap", targets: ["PersistentHeap"]),
+        .library(name: "PersistentCollections", targets: ["PersistentCollections"]),
         .executable(name: "pheap", targets: ["pheap"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        // Cache-line flush and fence instructions, CPUID, CRC-32C, atomics on mapped
-        // memory, and the thread-local slot: what Swift cannot express directly.
         .target(name: "CPersistentHeap"),
-        .target(name: "PersistentHeap", dependencies: ["CPersistentHeap"]),
+        .target(name: "PersistentHeapCore", dependencies: ["CPersistentHeap"]),
+        .target(name: "PersistentHeapAllocator", dependencies: ["PersistentHeapCore"]),
+        .target(name: "PersistentHeap", dependencies: ["PersistentHeapCore", "PersistentHeapAllocator"]),
+        .target(name: "PersistentCollections", dependencies: ["PersistentHeap"]),
         .executableTarget(
             name: "pheap",
             dependencies: [
-                "PersistentHeap",
+                "PersistentHeap", "PersistentCollections",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // A helper process for crash tests: runs a workload on a pool file and is killed.
         .executableTarget(name: "pheap-crash-helper", dependencies: ["PersistentHeap", "PHeapTestSupport"]),
         // The mutation fuzzer over real pool images (each case in a child process; CI runs it).
-        .executableTarget(name: "pheap-fuzz", dependencies: ["PersistentHeap", "PHeapTestSupport"]),
+        .executableTarget(name: "pheap-fuzz", dependencies: ["PersistentHeap", "PersistentCollections", "PHeapTestSupport"]),
         // Shared by the tests, the crash helper and the benchmarks: temporary pools,
         // a seeded random generator, process spawning.
-        .target(name: "PHeapTestSupport", dependencies: ["PersistentHeap", "CPersistentHeap"]),
+        .target(name: "PHeapTestSupport", dependencies: ["PersistentHeap"]),
         .testTarget(
             name: "PersistentHeapTests",
-            dependencies: ["PersistentHeap", "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz"]
+            dependencies: ["PersistentHeap", "PersistentHeapCore", "PersistentHeapAllocator", "PersistentCollections",
+                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz"]
         ),
     ],
     swiftLanguageModes: [.v6]

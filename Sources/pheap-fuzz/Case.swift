@@ -1,6 +1,7 @@
 // One fuzz case, run in a child process: open the (damaged) pool, run the allocator's check and
 // every container's deep check, walk everything through the public API, change every container,
 // check again. The exit status says what happened; a crash or a hang is what the parent looks for.
+import PersistentCollections
 import PersistentHeap
 
 /// How a case ended (the child's exit status).

@@ -5,6 +5,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PersistentCollections
 import PersistentHeap
 import PHeapTestSupport
 

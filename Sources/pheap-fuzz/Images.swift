@@ -3,6 +3,7 @@
 // of an incremental resize, an array, a dictionary of arrays, a large object), closed cleanly or
 // caught mid-operation by a simulated crash (so that lane logs hold committed records for
 // recovery to replay).
+import PersistentCollections
 import PersistentHeap
 
 /// The layout every fuzz pool is created with.

@@ -2,6 +2,7 @@
 // region (headers, lane logs, unit table, run headers and bitmaps, container structures), with
 // checksums re-sealed part of the time so that hostile values get past them; and whole-file
 // damage (truncation, zeros, garbage, empty). The same (image, seed) always gives the same case.
+import PersistentCollections
 import PersistentHeap
 import PHeapTestSupport
 

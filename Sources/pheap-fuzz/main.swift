@@ -17,6 +17,7 @@
 import Glibc
 #endif
 import Dispatch
+import PersistentCollections
 import PersistentHeap
 import PHeapTestSupport
 import Synchronization

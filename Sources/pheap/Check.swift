@@ -1,4 +1,5 @@
 import ArgumentParser
+import PersistentCollections
 import PersistentHeap
 
 /// `pheap check PATH [--json]`

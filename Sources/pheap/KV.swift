@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PersistentCollections
 import PersistentHeap
 
 /// The root of a key-value pool.

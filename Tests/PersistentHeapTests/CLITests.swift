@@ -4,6 +4,7 @@ import Glibc
 import PHeapTestSupport
 import Testing
 import PersistentHeap
+import PersistentCollections
 
 /// `pheap` against every kind of bad input: a missing file, a directory, an empty file,
 /// garbage, a pool of another layout, a read-only file, a pool held by another process. Each

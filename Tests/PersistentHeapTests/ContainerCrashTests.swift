@@ -5,6 +5,9 @@ import PHeapTestSupport
 import Synchronization
 import Testing
 @testable import PersistentHeap
+@testable import PersistentCollections
+@testable import PersistentHeapAllocator
+@testable import PersistentHeapCore
 
 @Suite("Container crash consistency")
 struct ContainerCrashTests {

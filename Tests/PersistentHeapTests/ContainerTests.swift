@@ -1,6 +1,9 @@
 import PHeapTestSupport
 import Testing
 @testable import PersistentHeap
+@testable import PersistentCollections
+@testable import PersistentHeapAllocator
+@testable import PersistentHeapCore
 
 struct ContainerRoot: BitwiseCopyable {
     var array: PersistentArray<Int>.Ref

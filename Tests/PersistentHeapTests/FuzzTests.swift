@@ -3,6 +3,7 @@ import Glibc
 #endif
 import PHeapTestSupport
 import Testing
+import PersistentCollections
 
 /// The mutation fuzzer (`pheap-fuzz`, each case a child process): the saved corpus is replayed
 /// and a few hundred fresh cases run on every `swift test`; `.ci/run` runs thousands, and

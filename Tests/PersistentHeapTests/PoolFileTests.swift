@@ -4,6 +4,9 @@ import Glibc
 import PHeapTestSupport
 import Testing
 @testable import PersistentHeap
+@testable import PersistentCollections
+@testable import PersistentHeapAllocator
+@testable import PersistentHeapCore
 
 struct Account: BitwiseCopyable, Equatable {
     var id: Int

@@ -1,6 +1,7 @@
 import PHeapTestSupport
 import Testing
 import PersistentHeap
+import PersistentCollections
 
 // The README's first example, verbatim apart from the path: it must compile and run.
 struct Node: BitwiseCopyable { var value: Int; var next: PPointer<Node> }

@@ -2,6 +2,9 @@ import PHeapTestSupport
 import Synchronization
 import Testing
 @testable import PersistentHeap
+@testable import PersistentCollections
+@testable import PersistentHeapAllocator
+@testable import PersistentHeapCore
 
 @Suite("Simulated power failure")
 struct SimulatedMediaTests {

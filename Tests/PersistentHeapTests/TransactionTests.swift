@@ -5,6 +5,9 @@ import PHeapTestSupport
 import Synchronization
 import Testing
 @testable import PersistentHeap
+@testable import PersistentCollections
+@testable import PersistentHeapAllocator
+@testable import PersistentHeapCore
 
 struct Bank: BitwiseCopyable {
     var accounts: PPointer<Account>
@@ -185,25 +188,53 @@ struct TransactionTests {
         #expect(try pool.load(a) == 1)
     }
 
-    @Test("a large transaction extends its log beyond the lane and releases the extension")
+    @Test("a large transaction extends its log beyond the lane; the extension is kept for the next one and freed at close")
     func largeTransaction() throws {
-        let pool = try pool(8 << 20)
+        let d = ScratchDirectory("tx", memory: true)
+        let path = d.file("large.pool")
+        let pool = try Pool.create(path: path, size: 8 << 20, layout: "tx", options: PoolOptions(durability: .cacheLineFlush))
         let big = try pool.allocate(UInt64.self, count: 200_000, zeroed: true)  // 1.6 MB
-        let fences = PersistenceCounters.current
-        try pool.transaction { tx in
-            try tx.withMutableBytes(of: big.raw, count: 200_000 * 8) { buf in
-                let w = buf.bindMemory(to: UInt64.self)
-                for i in 0..<w.count { w[i] = UInt64(i) &* 2654435761 }
+        func fill(_ salt: UInt64) throws -> PersistenceCounters {
+            let before = PersistenceCounters.current
+            try pool.transaction { tx in
+                try tx.withMutableView(of: big.raw, count: 200_000 * 8) { v in
+                    for i in 0..<200_000 { v.store(UInt64(i) &* 2654435761 &+ salt, at: i * 8) }
+                }
             }
+            return PersistenceCounters.current.since(before)
         }
-        _ = fences
-        for i in stride(from: 0, to: 200_000, by: 997) { #expect(try pool.load(big.advanced(by: i)) == UInt64(i) &* 2654435761) }
+        // The first large transaction links an extension block (one log: two fences) and then
+        // commits its own log (two fences); the second reuses the block: two fences.
+        let first = try fill(0), second = try fill(1)
+        #expect(first.fences == 4, "\(first)")
+        #expect(second.fences == 2, "\(second)")
+        for i in stride(from: 0, to: 200_000, by: 997) { #expect(try pool.load(big.advanced(by: i)) == UInt64(i) &* 2654435761 &+ 1) }
         let report = try pool.check()
         #expect(report.isConsistent, "\(report.findings)")
-        #expect(report.stats.objects == 1, "the log extension block was freed")
-        // Survives a crash image taken right after.
+        #expect(report.stats.objects == 1, "the extension block is not an object")
+        #expect(report.stats.logExtensions == 1 && report.stats.logExtensionBytes >= 200_000 * 8, "\(report.stats)")
+        try pool.close()
+        let again = try Pool.open(path: path, layout: "tx")
+        let stats = try again.stats()
+        #expect(stats.logExtensions == 0 && stats.objects == 1, "close() freed the extension block: \(stats)")
+        #expect(try again.load(big.advanced(by: 199_999)) == 199_999 &* 2654435761 &+ 1)
+        try again.close()
+    }
+
+    @Test("a crash right after a large transaction recovers its writes and frees the extension block")
+    func largeTransactionCrash() throws {
+        let pool = try pool(8 << 20)
+        let big = try pool.allocate(UInt64.self, count: 200_000, zeroed: true)
+        try pool.transaction { tx in
+            try tx.withMutableView(of: big.raw, count: 200_000 * 8) { v in
+                for i in 0..<200_000 { v.store(UInt64(i) &* 2654435761, at: i * 8) }
+            }
+        }
         let again = try Pool.openSimulated(image: pool.simulatedMedia!.crashImage(seed: 1, evictionProbability: 0), layout: "tx")
         #expect(try again.load(big.advanced(by: 199_999)) == 199_999 &* 2654435761)
+        let report = try again.check()
+        #expect(report.isConsistent, "\(report.findings)")
+        #expect(report.stats.logExtensions == 0 && report.stats.objects == 1, "\(report.stats)")
     }
 
     @Test("snapshots: a range added twice is logged once; a batch of ranges costs two fences")

@@ -10,6 +10,9 @@
 ///
 /// Dereference through the pool: ``Pool/load(_:)``, ``Pool/store(_:at:)``,
 /// ``Pool/withMutable(_:_:)`` (checked), or ``Pool/unsafeAddress(of:)`` (unchecked fast path).
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 @frozen
 public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Comparable, Sendable, CustomStringConvertible {
     /// Byte offset from the start of the pool; 0 is null.

@@ -6,6 +6,9 @@
 //   subscript                         checked, traps on a bad pointer; the setter persists
 //   withUnsafePointer / withUnsafeMutablePointer, unsafeAddress(of:)   Pool+Unsafe.swift
 
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 extension Pool {
     /// Direct writes inside a transaction of the same thread would bypass it (and be lost or
     /// overwritten at commit): they are refused.

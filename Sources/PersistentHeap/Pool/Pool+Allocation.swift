@@ -1,5 +1,8 @@
 // The allocator's public API. Every call here is durable when it returns.
 
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 extension Pool {
     /// Validates a request and returns the size to allocate.
     @inline(__always)

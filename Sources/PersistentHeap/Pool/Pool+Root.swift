@@ -1,6 +1,9 @@
 // The root object: the one persistent object a pool can always find, from which an
 // application reaches everything else. Its offset lives in the root slot of the state page.
 
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 extension Pool {
     /// The pool offset of the root slot (an 8-byte persistent pointer in the state page).
     static let rootSlotOffset = StateField.rootSlot

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PersistentHeapCore
+import PersistentHeapAllocator
 import Synchronization
 
 /// A persistent heap in one file, mapped into memory.
@@ -322,6 +324,11 @@ public final class Pool: @unchecked Sendable {
             }
         }
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if !isReadOnly {
+            // A cleanly closed pool holds no log extension block (a failure here leaves one
+            // linked, which the next open frees).
+            try? heap.releaseLogExtensions(laneCount: lanes.count)
+        }
         LaneRegistry.unregister(poolID)
         lanes.onRelease = nil
         lanes.releaseCurrent(poolID: poolID)

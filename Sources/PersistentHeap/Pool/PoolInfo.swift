@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PersistentHeapCore
+import PersistentHeapAllocator
 
 /// What `pheap info` shows: the header, the shutdown state and the root.
 public struct PoolInfo: Sendable, Equatable, Codable {

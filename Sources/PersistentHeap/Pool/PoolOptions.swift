@@ -1,4 +1,7 @@
 /// Options for creating and opening pools.
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 public struct PoolOptions: Sendable {
     /// How stores are made durable.
     public enum Durability: String, Sendable, CaseIterable {

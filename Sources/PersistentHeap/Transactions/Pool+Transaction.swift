@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PersistentHeapCore
+import PersistentHeapAllocator
 
 // Transactions: a volatile write set, then one redo log at commit.
 //

@@ -3,6 +3,9 @@
 // bounds-checked views: ``Transaction/withMutableView(of:count:_:)`` and
 // ``Transaction/allocate(bytes:alignment:writing:)``.
 
+import PersistentHeapCore
+import PersistentHeapAllocator
+
 extension Transaction {
     /// Snapshots `count` bytes at `p` and lets `body` change them; the bytes are written at commit.
     /// - Warning: Do not let the buffer escape `body`.

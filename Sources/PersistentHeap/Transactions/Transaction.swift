@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PersistentHeapCore
+import PersistentHeapAllocator
 
 /// A failure-atomic transaction, passed to the body of ``Pool/transaction(_:)``.
 ///
@@ -17,7 +19,7 @@ public struct Transaction {
     /// and a pool's contexts live as long as the pool, so a `Transaction` kept past its body
     /// fails that validation with `transactionMisuse`. Keeping one past the pool's lifetime is
     /// undefined, like any dangling reference.
-    unowned(unsafe) let pool: Pool
+    public unowned(unsafe) let pool: Pool
     let context: TransactionContext
     let generation: UInt64
 

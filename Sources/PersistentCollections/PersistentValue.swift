@@ -1,0 +1,116 @@
+import PersistentHeap
+
+/// A type whose values can be kept in persistent containers.
+///
+/// A value is kept as its `Stored` form, a `BitwiseCopyable` value inside the container's
+/// persistent memory. `BitwiseCopyable` types store themselves (declare the conformance with an
+/// empty extension: `extension MyStruct: PersistentValue {}`); `String` stores a
+/// ``PersistentString``, allocated and freed with the container's entries.
+public protocol PersistentValue {
+    /// The form kept in persistent memory.
+    associatedtype Stored: BitwiseCopyable
+    /// The stored form of `value`, allocating what it owns through `tx`.
+    static func store(_ value: Self, in tx: Transaction) throws -> Stored
+    /// The value back from its stored form.
+    static func load(_ stored: Stored, from pool: Pool) throws -> Self
+    /// Frees what a stored form owns (nothing for bitwise-copyable values).
+    static func release(_ stored: Stored, in tx: Transaction) throws
+    /// The deep check of a stored form read from the pool: records in `check` every problem with
+    /// what it owns (a string's block and bytes, a nested container). Default: nothing to check
+    /// (a bitwise-copyable value owns nothing; its bytes are the application's to validate).
+    static func validate(_ stored: Stored, in check: inout ContainerCheck)
+}
+
+extension PersistentValue {
+    public static func validate(_ stored: Stored, in check: inout ContainerCheck) {}
+}
+
+/// A type that can be a key of a persistent map: ordered (sorted maps) and hashed with a
+/// hash that is the same in every process (hash maps).
+public protocol PersistentKey: PersistentValue {
+    /// Orders `key` against a stored key: negative, zero or positive.
+    static func compare(_ key: Self, _ stored: Stored, in pool: Pool) throws -> Int
+    /// A hash of `key` that does not change between runs (Swift's `Hasher` is seeded per
+    /// process, so it cannot be kept in a persistent table).
+    static func persistentHash(_ key: Self) -> UInt64
+    /// The hash of a stored key (equal to `persistentHash` of the key it stores).
+    static func persistentHash(stored: Stored, in pool: Pool) throws -> UInt64
+    /// Calls `body` with a comparator of `key` against stored keys (as `compare`), letting a key
+    /// prepare itself once for many comparisons (a string fetches its UTF-8 once).
+    static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R
+    /// A 56-bit prefix of the key whose unsigned order agrees with the key order wherever two
+    /// prefixes differ (equal prefixes say nothing). Sorted maps keep it beside each entry so a
+    /// search scans a compact array. Default: 0 (always compare in full).
+    static func orderPrefix(_ key: Self) -> UInt64
+    /// The same for a stored key.
+    static func orderPrefix(stored: Stored) -> UInt64
+}
+
+extension PersistentKey {
+    public static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R {
+        try body { try compare(key, $0, in: pool) }
+    }
+    public static func orderPrefix(_ key: Self) -> UInt64 { 0 }
+    public static func orderPrefix(stored: Stored) -> UInt64 { 0 }
+}
+
+extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored == Self {
+    /// The top 56 bits of the value widened to 64 bits, sign bit flipped for signed types
+    /// (an order-preserving transform).
+    @inlinable public static func orderPrefix(_ key: Self) -> UInt64 {
+        let wide = Self.isSigned ? UInt64(bitPattern: Int64(truncatingIfNeeded: key)) ^ (1 << 63) : UInt64(truncatingIfNeeded: key)
+        return wide >> 8
+    }
+    @inlinable public static func orderPrefix(stored: Self) -> UInt64 { orderPrefix(stored) }
+}
+
+extension PersistentValue where Self: BitwiseCopyable, Stored == Self {
+    @inlinable public static func store(_ value: Self, in tx: Transaction) throws -> Self { value }
+    @inlinable public static func load(_ stored: Self, from pool: Pool) throws -> Self { stored }
+    @inlinable public static func release(_ stored: Self, in tx: Transaction) throws {}
+}
+
+/// FNV-1a over bytes, finished with a 64-bit mix: the persistent hash of bitwise keys.
+@inlinable
+public func persistentHashBytes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    h ^= h >> 33
+    h = h &* 0xff51_afd7_ed55_8ccd
+    return h ^ (h >> 33)
+}
+
+extension PersistentKey where Self: BitwiseCopyable & Comparable, Stored == Self {
+    @inlinable public static func compare(_ key: Self, _ stored: Self, in pool: Pool) throws -> Int {
+        key < stored ? -1 : (key == stored ? 0 : 1)
+    }
+    @inlinable public static func persistentHash(_ key: Self) -> UInt64 {
+        withUnsafeBytes(of: key) { persistentHashBytes($0) }
+    }
+    @inlinable public static func persistentHash(stored: Self, in pool: Pool) throws -> UInt64 {
+        persistentHash(stored)
+    }
+}
+
+extension Int: PersistentKey {}
+extension Int64: PersistentKey {}
+extension Int32: PersistentKey {}
+extension Int16: PersistentKey {}
+extension Int8: PersistentKey {}
+extension UInt: PersistentKey {}
+extension UInt64: PersistentKey {}
+extension UInt32: PersistentKey {}
+extension UInt16: PersistentKey {}
+extension UInt8: PersistentKey {}
+extension Double: PersistentValue {}
+extension Float: PersistentValue {}
+extension Bool: PersistentValue {}
+extension PRawPointer: PersistentValue {}
+extension PPointer: PersistentValue {
+    /// A `Ref` to another container (a dictionary of arrays) is checked as that container; other
+    /// pointers are the application's.
+    public static func validate(_ stored: PPointer, in check: inout ContainerCheck) {
+        guard !stored.isNull, let header = Pointee.self as? any ContainerHeader.Type else { return }
+        header.validateContainer(at: stored.raw, in: &check)
+    }
+}

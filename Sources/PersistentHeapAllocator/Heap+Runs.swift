@@ -1,0 +1,306 @@
+// Small blocks (≤ 16 KiB) live in runs. A run's bitmap is the persistent truth (1 = allocated);
+// its free count, owner and search hint are volatile.
+//
+// Each lane owns at most one run per size class and is the only thread that allocates from it,
+// so the fast path takes no lock: find a zero bit from the hint, set it with an atomic OR (other
+// threads may be clearing other bits of the word concurrently), flush the word, fence.
+// Frees from any thread clear their bit atomically, flush, fence.
+//
+// When a lane's run fills, it gives the run up and takes the lowest-addressed run with free
+// blocks from its class's binary heap (under the class lock), or makes a new run from a free
+// extent. A run that becomes entirely free while unowned goes back to the extents when its class
+// has another run to serve from.
+
+/// A block found free in a run (its bit is still 0).
+import PersistentHeapCore
+
+struct BlockSlot: Sendable, Equatable {
+    let run: Int
+    let word: Int
+    let bit: Int
+    @inline(__always) var mask: UInt64 { 1 << UInt64(bit) }
+}
+
+/// What a pool offset given to `free` designates.
+enum BlockLocation: Sendable {
+    case small(run: Int, sizeClass: Int, word: Int, mask: UInt64)
+    case large(unit: Int)
+}
+
+extension Heap {
+    @inline(__always) func bitmapWordOffset(run: Int, word: Int) -> Int {
+        unitOffset(run) + RunField.bitmap + word << 3
+    }
+
+    @inline(__always) func blockOffset(_ s: BlockSlot, _ g: SizeClass) -> Int {
+        unitOffset(s.run) + g.dataOffset + (s.word << 6 | s.bit) * g.blockSize
+    }
+
+    /// Finds a free block of class `c` for `lane` and counts it as taken in the volatile state.
+    /// The caller sets its bit (directly, or through a redo log).
+    @inline(__always)
+    func reserveBlock(lane: Int, sizeClass c: Int) throws(PoolError) -> BlockSlot {
+        let slot = lane * classCount + c
+        var r = Int(laneRuns[slot]) - 1
+        while true {
+            if r >= 0 {
+                if let s = findFreeBit(run: r, sizeClass: c, lane: lane, hint: slot) {
+                    info(r).addFreeCount(-1)
+                    return s
+                }
+                releaseRun(r, sizeClass: c, lane: lane)
+                laneRuns[slot] = 0
+            }
+            r = try acquireRun(sizeClass: c, lane: lane)
+            laneRuns[slot] = UInt32(r + 1)
+            laneHints[slot] = 0
+        }
+    }
+
+    /// Returns an unpublished reservation to the volatile state.
+    func unreserveBlock(_ s: BlockSlot) {
+        info(s.run).addFreeCount(1)
+    }
+
+    /// A zero bit in the run's bitmap, searching from the lane's hint (`laneHints[hint]`).
+    @inline(__always)
+    private func findFreeBit(run r: Int, sizeClass c: Int, lane: Int, hint: Int) -> BlockSlot? {
+        let i = info(r)
+        guard i.freeCount > 0 else { return nil }
+        let bitmap = unitOffset(r) + RunField.bitmap
+        let count = geometry[c].bitmapWords
+        let listed = reservationLists[lane].count > 0
+        var w = Int(laneHints[hint])
+        for _ in 0..<count {
+            // Relaxed: frees by other threads clear bits concurrently; a stale 1 only skips a block.
+            var v = bytes.atomicLoad(bitmap + w << 3, .relaxed)
+            if listed { v |= reservedBits(run: r, word: w, lane: lane) }
+            if v != ~0 {
+                laneHints[hint] = UInt32(w)
+                return BlockSlot(run: r, word: w, bit: (~v).trailingZeroBitCount)
+            }
+            w += 1
+            if w == count { w = 0 }
+        }
+        return nil
+    }
+
+    /// Allocates a small block: one flushed line, one fence.
+    @inline(__always)
+    func allocateSmall(sizeClass c: Int, zeroed: Bool) throws(PoolError) -> Int {
+        let lane = currentLane()
+        let s = try reserveBlock(lane: lane, sizeClass: c)
+        let g = geometry[c]
+        let offset = blockOffset(s, g)
+        if zeroed {
+            bytes.zero(offset, count: g.blockSize)
+            persistence.flush(offset: offset, count: g.blockSize)
+        }
+        let word = bitmapWordOffset(run: s.run, word: s.word)
+        bytes.atomicOr(word, s.mask, .acquiringAndReleasing)
+        persistence.flush(offset: word, count: 8)
+        persistence.drain(clearing: lane)
+        return offset
+    }
+
+    /// Identifies the live allocation at pool offset `offset`, or throws `invalidFree`.
+    @inline(__always)
+    func locate(_ offset: Int) throws(PoolError) -> BlockLocation {
+        guard offset >= heapOffset, offset < poolEnd else {
+            throw PoolError(.invalidFree, "offset \(offset) is outside the heap")
+        }
+        let u = (offset - heapOffset) >> Format.unitShift
+        let s = Int(startOf[u])
+        let i = info(s)
+        if i.kind == .run && s <= u && u < s + i.length {
+            try ensureLoaded(s)
+            let g = geometry[i.sizeClass]
+            let rel = offset - unitOffset(s) - g.dataOffset
+            let k = rel >= 0 ? Int((UInt64(rel) &* g.reciprocal) >> 32) : -1
+            guard rel >= 0, k * g.blockSize == rel, k < g.blockCount else {
+                throw PoolError(.invalidFree, "offset \(offset) is not the start of a block")
+            }
+            let word = k >> 6, mask: UInt64 = 1 << UInt64(k & 63)
+            guard bytes.u64(bitmapWordOffset(run: s, word: word)) & mask != 0 else {
+                throw PoolError(.invalidFree, "offset \(offset) is not allocated (double free?)")
+            }
+            return .small(run: s, sizeClass: i.sizeClass, word: word, mask: mask)
+        }
+        if (offset - heapOffset) & (Format.unitSize - 1) == 0 && info(u).kind == .used {
+            return .large(unit: u)
+        }
+        throw PoolError(.invalidFree, "offset \(offset) is not a live allocation")
+    }
+
+    /// Frees a small block: clear its bit, flush, fence (one line, one fence).
+    @inline(__always)
+    func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
+        let off = bitmapWordOffset(run: r, word: word)
+        let old = bytes.atomicAnd(off, ~mask, .acquiringAndReleasing)
+        guard old & mask != 0 else {
+            throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
+        }
+        persistence.flush(offset: off, count: 8)
+        clearFullHint(r) // made durable by this free's fence
+        persistence.drain(clearing: currentLane())
+        noteFreed(run: r, sizeClass: c, word: word)
+    }
+
+    /// Clears the FULL hint of run `r` if set (flushed, no fence of its own).
+    ///
+    /// Orderings: the FULL-hint protocol is a store→load handshake between a lane giving the run up
+    /// (`setFullHint`: set the hint, then read the free count) and a free (`noteFreed`: count the
+    /// block, then read the hint). Both sides are sequentially consistent, so at least one of them
+    /// sees the other and the hint never stays set on a run with free blocks.
+    @inline(__always)
+    func clearFullHint(_ r: Int) {
+        let e = tableEntryOffset(r)
+        if bytes.atomicLoad(e, .sequentiallyConsistent) & UnitEntry.fullHint != 0 {
+            bytes.atomicAnd(e, ~UnitEntry.fullHint, .sequentiallyConsistent)
+            persistence.flush(offset: e, count: 8)
+        }
+    }
+
+    /// Sets the FULL hint of run `r` (flushed, no fence of its own), unless a free raced in.
+    private func setFullHint(_ r: Int) {
+        let e = tableEntryOffset(r)
+        bytes.atomicOr(e, UnitEntry.fullHint, .sequentiallyConsistent)
+        persistence.flush(offset: e, count: 8)
+        // A free that incremented the count before seeing the hint would leave it stale.
+        if info(r).freeCount > 0 { clearFullHint(r) }
+    }
+
+    /// Volatile bookkeeping after a block of run `r` was freed (its cleared bit is durable).
+    @inline(__always)
+    func noteFreed(run r: Int, sizeClass c: Int, word: Int) {
+        let i = info(r)
+        let nowFree = Int(i.addFreeCount(1)) + 1
+        if nowFree == 1 { clearFullHint(r) } // a hint set concurrently (see setFullHint)
+        let owner = Int(i.owner)
+        if owner != 0 {
+            // Only the owner's thread touches its search hint; another lane's free is found by
+            // the owner's wrap-around search.
+            if owner - 1 == ThreadContext.lane(inPool: poolID) {
+                let h = (owner - 1) * classCount + c
+                if word < Int(laneHints[h]) { laneHints[h] = UInt32(word) }
+            }
+            return
+        }
+        if positions[r] != 0 && nowFree < geometry[c].blockCount { return }
+        lockClass(c)
+        guard i.kind == .run, i.owner == 0, i.flags & UnitFlags.pinned == 0 else { unlockClass(c); return }
+        if positions[r] == 0 && i.freeCount > 0 {
+            classHeaps[c].insert(UInt32(r), positions: positions)
+        }
+        dissolveIfEmpty(run: r, sizeClass: c) // unlocks the class
+    }
+
+    /// Gives up a lane's run: unowned, back in the class heap if it has free blocks — unless the
+    /// lane holds unpublished reservations in it: then it is pinned (no other lane may take it)
+    /// until they are published or cancelled.
+    func releaseRun(_ r: Int, sizeClass c: Int, lane: Int) {
+        lockClass(c)
+        let i = info(r)
+        i.storeOwner(0)
+        if i.flags & UnitFlags.pinned == 0 && holdsReservations(inRun: r, lane: lane) { pin(run: r, lane: lane) }
+        if i.flags & UnitFlags.pinned != 0 { unlockClass(c); return } // back when unpinned
+        if i.freeCount == 0 { setFullHint(r) }
+        if i.freeCount > 0 && positions[r] == 0 {
+            classHeaps[c].insert(UInt32(r), positions: positions)
+        }
+        dissolveIfEmpty(run: r, sizeClass: c)
+    }
+
+    /// With the class lock held: if the unowned run `r` is entirely free and its class has
+    /// another run to serve from, turns it back into a free extent. Always unlocks the class.
+    private func dissolveIfEmpty(run r: Int, sizeClass c: Int) {
+        let i = info(r)
+        let g = geometry[c]
+        guard i.owner == 0, Int(i.freeCount) == g.blockCount,
+              positions[r] != 0, classHeaps[c].count > 1 else {
+            unlockClass(c)
+            return
+        }
+        classHeaps[c].remove(UInt32(r), positions: positions)
+        i.kind = .retiring
+        unlockClass(c)
+        commitEntry(r, UnitEntry(kind: .free, length: g.units))
+        releaseExtent(r, length: g.units)
+    }
+
+    /// Takes the lowest-addressed run of class `c` with free blocks, or makes a new one.
+    private func acquireRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
+        lockClass(c)
+        if let r = classHeaps[c].popMin(positions: positions) {
+            let i = info(Int(r))
+            i.storeOwner(Int32(lane + 1))
+            unlockClass(c)
+            return Int(r)
+        }
+        unlockClass(c)
+        return try createRun(sizeClass: c, lane: lane)
+    }
+
+    /// Makes a run of class `c` from a free extent, owned by `lane` (two fences: header and
+    /// split pre-write, then the table entry commit; no lock held across them).
+    private func createRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
+        let g = geometry[c]
+        let t = try takeFree(g.units)
+        try prepareStorage(t, units: g.units)
+        let a = t.start
+        writeRunHeader(at: a, sizeClass: c)
+        persistence.flush(offset: unitOffset(a), count: RunField.bitmap + g.bitmapWords * 8)
+        if t.length > g.units { prewriteRemainder(t, taken: g.units) }
+        persistence.drain()
+        commitEntry(a, UnitEntry(kind: .run, length: g.units, sizeClass: c))
+        indexRemainder(t, taken: g.units)
+        let i = info(a)
+        i.kind = .run
+        i.sizeClass = c
+        i.length = g.units
+        i.storeFreeCount(Int32(g.blockCount))
+        i.storeOwner(Int32(lane + 1))
+        for k in a..<(a + g.units) { startOf[k] = UInt32(a) }
+        return a
+    }
+
+    /// Turns every unowned, entirely free run back into free extents (before a shrink).
+    /// Returns the number of runs dissolved.
+    @discardableResult
+    func dissolveEmptyRuns() -> Int {
+        var dissolved = 0
+        for c in 0..<classCount {
+            let g = geometry[c]
+            lockClass(c)
+            var empty: [Int] = []
+            for k in 0..<classHeaps[c].count {
+                let r = Int(classHeaps[c][k])
+                let i = info(r)
+                if i.owner == 0 && Int(i.freeCount) == g.blockCount { empty.append(r) }
+            }
+            for r in empty {
+                classHeaps[c].remove(UInt32(r), positions: positions)
+                info(r).kind = .retiring
+            }
+            unlockClass(c)
+            for r in empty {
+                commitEntry(r, UnitEntry(kind: .free, length: g.units))
+                releaseExtent(r, length: g.units)
+            }
+            dissolved += empty.count
+        }
+        return dissolved
+    }
+
+    /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
+    package func releaseLaneRuns(_ lane: Int) {
+        for c in 0..<classCount {
+            let slot = lane * classCount + c
+            let r = Int(laneRuns[slot]) - 1
+            if r >= 0 {
+                laneRuns[slot] = 0
+                releaseRun(r, sizeClass: c, lane: lane)
+            }
+        }
+    }
+}

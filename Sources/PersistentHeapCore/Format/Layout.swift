@@ -1,0 +1,235 @@
+// The on-media format of a pool, in one place. Every persistent structure is described here
+// with sized integer types at fixed little-endian offsets; docs/ARCHITECTURE.md draws the same
+// format byte by byte. Persistent structures never hold absolute addresses: only offsets from
+// the start of the pool file.
+//
+//   0x0000  primary header (one page; 256 bytes used, CRC-32C)
+//   0x1000  backup header (identical copy)
+//   0x2000  state page: shutdown state, session counter, root slot
+//   0x3000  lanes: laneCount × laneSize (per-thread redo logs)
+//   table   unit table: one 8-byte entry per heap unit, for the maximum pool size
+//   heap    heap units of 4 KiB: free extents, large objects, runs of small blocks
+
+/// Format constants.
+package enum Format {
+    /// "PHEAPOOL" as a little-endian UInt64.
+    package static let magic: UInt64 = 0x4C4F_4F50_4145_4850
+    /// Incompatible changes bump the major version; a pool with a newer major is refused.
+    package static let major: UInt16 = 1
+    /// Compatible additions bump the minor version; any minor of a known major opens.
+    package static let minor: UInt16 = 0
+
+    package static let page = 4096
+    package static let primaryHeaderOffset = 0
+    package static let backupHeaderOffset = 0x1000
+    package static let statePageOffset = 0x2000
+    package static let laneRegionOffset = 0x3000
+
+    /// Bytes of a header covered by the checksum, plus the checksum itself.
+    package static let headerSize = 256
+    package static let layoutNameMax = 64
+
+    /// Heap unit size: the granularity of extents, growth, shrink and hole punching.
+    package static let unitSize = 4096
+    package static let unitShift = 12
+
+    /// Bytes per lane (one redo log).
+    package static let laneSize = 2048
+
+    /// Smallest pool accepted by `create`.
+    package static let minimumPoolSize = 256 << 10
+
+    /// Incompatible feature flags this version understands (none yet).
+    package static let knownIncompatFlags: UInt64 = 0
+}
+
+/// Byte offsets of the pool header fields (both copies).
+package enum HeaderField {
+    package static let magic = 0           // UInt64
+    package static let major = 8           // UInt16
+    package static let minor = 10          // UInt16
+    package static let headerSize = 12     // UInt32
+    package static let uuid = 16           // 16 bytes
+    package static let layout = 32         // 64 bytes, UTF-8, zero padded
+    package static let created = 96        // Int64, nanoseconds since 1970
+    package static let poolSize = 104      // UInt64, bytes of the pool in use (≤ file size)
+    package static let maxSize = 112       // UInt64, growth limit and unit-table capacity
+    package static let growStep = 120      // UInt64, bytes added per growth (0: no growth)
+    package static let compatFlags = 128   // UInt64
+    package static let incompatFlags = 136 // UInt64
+    package static let laneOffset = 144    // UInt64
+    package static let laneCount = 152     // UInt32
+    package static let laneSize = 156      // UInt32
+    package static let tableOffset = 160   // UInt64
+    package static let heapOffset = 168    // UInt64
+    package static let unitSize = 176      // UInt32
+    package static let maxUnits = 180      // UInt32, unit-table entries
+    // 184..<252 reserved, zero
+    package static let checksum = 252      // UInt32, CRC-32C of bytes 0..<252
+}
+
+/// Byte offsets in the state page (absolute: statePageOffset + field). Not checksummed: each
+/// field is a single 8-byte word updated atomically and validated on use.
+package enum StateField {
+    /// `ShutdownState.clean` after `close()`, `.dirty` while open for writing.
+    package static let shutdown = Format.statePageOffset + 0
+    /// Incremented at every read-write open; persistent mutexes compare against it.
+    package static let session = Format.statePageOffset + 8
+    /// The root slot: offset of the root object, 0 when none.
+    package static let rootSlot = Format.statePageOffset + 64
+}
+
+/// The state page's words, decoded from its bytes (read with `pread`, not mapped).
+package struct StatePage {
+    /// Bytes that hold every field.
+    package static let size = StateField.rootSlot + 8 - Format.statePageOffset
+    package let shutdown: UInt64
+    package let session: UInt64
+    package let root: UInt64
+
+    package init(_ bytes: [UInt8]) {
+        func word(_ field: Int) -> UInt64 {
+            let at = field - Format.statePageOffset
+            guard at + 8 <= bytes.count else { return 0 }
+            return (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << UInt64(8 * $1) }
+        }
+        shutdown = word(StateField.shutdown)
+        session = word(StateField.session)
+        root = word(StateField.rootSlot)
+    }
+}
+
+/// Values of the shutdown-state word.
+package enum ShutdownState {
+    package static let clean: UInt64 = 0x4E41_454C_43   // "CLEAN"
+    package static let dirty: UInt64 = 0x59_5452_4944   // "DIRTY"
+}
+
+/// A unit-table entry (8 bytes, one per heap unit). Only the entry of an extent's first unit is
+/// meaningful; entries of interior units are ignored (they may hold stale values).
+///
+///     bits  0..<8   kind (UnitKind)
+///     bits  8..<16  size class (runs)
+///     bits 16..<55  length of the extent in units
+///     bit  55       FULL hint (runs): the run had no free block when a lane last gave it up.
+///                   Advisory, outside the check byte: set and cleared without a fence of its
+///                   own. At open, runs hinted full are indexed without reading their pages.
+///     bits 56..<64  check byte over bits 0..<55 (detects garbage in a walked entry)
+package struct UnitEntry: Equatable {
+    package var raw: UInt64
+
+    package static let fullHint: UInt64 = 1 << 55
+    private static let checkedBits: UInt64 = 0x007f_ffff_ffff_ffff
+
+    package init(raw: UInt64) { self.raw = raw }
+
+    package init(kind: UnitKind, length: Int, sizeClass: Int = 0) {
+        let low = UInt64(kind.rawValue) | UInt64(sizeClass & 0xff) << 8 | (UInt64(length) & 0x7f_ffff_ffff) << 16
+        raw = low | UInt64(UnitEntry.check(low)) << 56
+    }
+
+    package static func check(_ low: UInt64) -> UInt8 {
+        UInt8(truncatingIfNeeded: (low &* 0x9E37_79B9_7F4A_7C15) >> 56) ^ 0xA5
+    }
+
+    package var kind: UnitKind? { UnitKind(rawValue: UInt8(truncatingIfNeeded: raw)) }
+    package var sizeClass: Int { Int((raw >> 8) & 0xff) }
+    package var length: Int { Int((raw >> 16) & 0x7f_ffff_ffff) }
+    package var isHintedFull: Bool { raw & UnitEntry.fullHint != 0 }
+    package var isWellFormed: Bool {
+        kind != nil && kind != UnitKind.none && length > 0 && UInt8(raw >> 56) == UnitEntry.check(raw & UnitEntry.checkedBits)
+    }
+}
+
+/// What an extent of units holds.
+package enum UnitKind: UInt8 {
+    case none = 0   // interior of an extent, or never written
+    case free = 1   // free extent
+    case used = 2   // one large object starting at the extent's first byte
+    case run = 3    // a run of small blocks of one size class
+}
+
+/// The header at the start of every run (64 bytes), followed by the allocation bitmap
+/// (1 = allocated; bits past `blockCount` are set) and, at `dataOffset`, the blocks.
+/// Immutable while the run exists; the bitmap is the only mutable part.
+package enum RunField {
+    package static let magic = 0        // UInt32 "PRUN"
+    package static let sizeClass = 4    // UInt16
+    package static let units = 6        // UInt16
+    package static let blockSize = 8    // UInt32
+    package static let blockCount = 12  // UInt32
+    package static let dataOffset = 16  // UInt32
+    package static let bitmapWords = 20 // UInt32
+    // 24..<60 reserved, zero
+    package static let checksum = 60    // UInt32, CRC-32C of bytes 0..<60
+    package static let bitmap = 64
+    package static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
+}
+
+/// A lane holds three redo logs: two one-line "fast" logs used alternately by allocator
+/// operations of up to three entries (so the retirement of one never stalls the writing of the
+/// next), and a main log for larger records (transactions), continued in extension blocks.
+///
+///     0    fast log 0        (64 bytes: header + 3 entries)
+///     64   fast log 1        (64 bytes)
+///     128  extension slot    UInt64: a log extension block of the running transaction, or 0
+///     136  reserved          (56 bytes)
+///     192  main log          (laneSize - 192 bytes)
+package enum LaneLayout {
+    package static let fastLogs = [0, 64]
+    package static let fastLogSize = 64
+    package static let extensionSlot = 128
+    package static let mainLog = 192
+    package static let mainLogSize = Format.laneSize - 192
+    /// (offset within the lane, size) of every log of a lane.
+    package static let logs = [(0, 64), (64, 64), (192, Format.laneSize - 192)]
+}
+
+/// A redo log: a 16-byte header, then entries up to the log's size, continued in extension
+/// blocks for large transactions (main log only).
+///
+///     0   seq       UInt64  order of commit across lanes; 0 = empty or retired
+///     8   bytes     UInt32  payload bytes (inline + extensions)
+///     12  checksum  UInt32  CRC-32C of seq and bytes (as two UInt64), then the whole payload
+///     16  payload   entries, 8-byte aligned
+///
+/// Entry word 0: op (bits 56..<64) | pool offset (bits 0..<56); word 1: operand.
+package enum LogField {
+    package static let seq = 0
+    package static let bytes = 8
+    package static let checksum = 12
+    package static let payload = 16
+}
+
+/// Redo-log operations.
+package enum LogOp: UInt8 {
+    /// Store the 8-byte operand at the offset.
+    case write8 = 1
+    /// OR the operand into the 8-byte word at the offset (setting allocation bits).
+    case or64 = 2
+    /// Clear the operand's bits in the 8-byte word at the offset (clearing allocation bits).
+    case andNot64 = 3
+    /// Copy `operand` bytes that follow the entry (padded to 8) to the offset.
+    case writeBytes = 4
+    /// The payload continues in an extension block at the offset, holding `operand` bytes.
+    case extend = 5
+    /// No effect; the log is valid only if the `operand >> 32` bytes at the offset have the
+    /// CRC-32C `operand & 0xffffffff`. Covers data written in place and flushed under the same
+    /// fence as the log (a new object's initial contents): if that data did not reach the media,
+    /// the fence never completed and the log must not be replayed.
+    case verify = 6
+}
+
+/// An extension block of a redo log (in a heap allocation, linked from its lane's extension
+/// slot): 16-byte header, then payload.
+///
+///     0  capacity  UInt64  payload capacity of this block
+///     8  magic     UInt64  "PHLOGEXT" xor the pool offset of the slot it is linked from: only a
+///                          block carrying it is freed by recovery (never a stray value's target)
+package enum LogExtensionField {
+    package static let capacity = 0
+    package static let magic = 8
+    package static let header = 16
+    package static let magicValue: UInt64 = 0x5458_4547_4F4C_4850 // "PHLOGEXT"
+    package static func magic(slot: Int) -> UInt64 { magicValue ^ UInt64(truncatingIfNeeded: slot) }
+}

@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The address range of an open pool.
+///
+/// A virtual range as large as the pool's maximum size is reserved once (no access, no
+/// backing); the file is mapped at its start. Growing maps the new part of the file right
+/// after the old one with `MAP_FIXED`, so the base address never changes while the pool is
+/// open, and pointers derived from it stay valid. Only bytes inside the file are ever mapped:
+/// nothing past the end of the file can be touched (no SIGBUS from a short file).
+///
+/// A simulated pool is backed by anonymous memory in the same kind of reservation.
+package final class PoolMapping: @unchecked Sendable {
+    /// Start of the reservation and of the pool.
+    package let base: UnsafeMutableRawPointer
+    /// Access to the mapped bytes by pool offset.
+    package var bytes: PoolBytes { PoolBytes(base: base) }
+    /// Bytes of address space reserved.
+    package let reserved: Int
+    /// Bytes currently mapped (the pool size).
+    private(set) var mappedSize: Int
+    /// The pool file, or nil for a simulated pool.
+    package let file: FileDescriptor?
+    package let writable: Bool
+    /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
+    package let mapSync: Bool
+    private var released = false
+
+    /// Maps `size` bytes of `file` into a fresh reservation of `reserve` bytes.
+    package init(file: FileDescriptor, size: Int, reserve: Int, writable: Bool, trySync: Bool) throws(PoolError) {
+        let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
+        base = try VirtualMemory.reserve(reserved)
+        self.reserved = reserved
+        self.file = file
+        self.writable = writable
+        do {
+            let m = try VirtualMemory.mapFile(file, at: base, length: size, offset: 0, writable: writable, trySync: trySync)
+            mapSync = m.mapSync
+        } catch {
+            VirtualMemory.release(base, size: reserved)
+            throw error
+        }
+        mappedSize = size
+    }
+
+    /// Anonymous (simulated) memory of `size` bytes, initialised from `image` when given.
+    package convenience init(anonymousSize size: Int, reserve: Int, image: [UInt8]?) throws(PoolError) {
+        try self.init(anonymousSize: size, reserve: reserve)
+        if let image { bytes.copy(Array(image.prefix(size)), to: 0) }
+    }
+
+    private init(anonymousSize size: Int, reserve: Int) throws(PoolError) {
+        let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
+        base = try VirtualMemory.reserve(reserved)
+        self.reserved = reserved
+        file = nil
+        writable = true
+        mapSync = false
+        do {
+            try VirtualMemory.mapAnonymous(at: base, size: PoolMapping.roundUp(size, to: VirtualMemory.pageSize))
+        } catch {
+            VirtualMemory.release(base, size: reserved)
+            throw error
+        }
+        mappedSize = size
+    }
+
+    /// Extends the file (and reserves its blocks) and maps the new bytes in place.
+    package func grow(to newSize: Int) throws(PoolError) {
+        // Invariant of `Pool.grow`, which bounds the size by the validated header.
+        precondition(newSize > mappedSize && newSize <= reserved)
+        let old = mappedSize
+        if let file {
+            let st = try file.stat()
+            if Int(st.st_size) < newSize { try file.truncate(to: newSize) }
+            try file.allocateSpace(offset: old, length: newSize - old)
+            // The new part starts at a page boundary because pool sizes are unit multiples.
+            _ = try VirtualMemory.mapFile(file, at: base + old, length: newSize - old, offset: old,
+                                          writable: writable, trySync: mapSync)
+        } else {
+            let from = PoolMapping.roundUp(old, to: VirtualMemory.pageSize)
+            let to = PoolMapping.roundUp(newSize, to: VirtualMemory.pageSize)
+            if to > from { try VirtualMemory.mapAnonymous(at: base + from, size: to - from) }
+        }
+        mappedSize = newSize
+    }
+
+    /// Unmaps the tail past `newSize` and truncates the file to `newSize`.
+    package func shrink(to newSize: Int) throws(PoolError) {
+        // Invariant of `Heap.shrinkTail`.
+        precondition(newSize < mappedSize)
+        let old = mappedSize
+        mappedSize = newSize
+        VirtualMemory.unmapToReservation(base + newSize, size: old - newSize)
+        if let file { try file.truncate(to: newSize) }
+    }
+
+    /// Unmaps everything and closes the file. Idempotent.
+    package func release() {
+        guard !released else { return }
+        released = true
+        VirtualMemory.release(base, size: reserved)
+        file?.close()
+    }
+
+    deinit { release() }
+
+    package static func roundUp(_ x: Int, to a: Int) -> Int { (x + a - 1) / a * a }
+}

@@ -46,10 +46,10 @@ func fuzzHeader(_ input: UnsafeRawBufferPointer) {
 // MARK: redo log
 
 /// A 64 KiB buffer laid out like the start of a pool: the lanes at 0x3000, writable from 0x2000.
-let logBuffer = UncheckedSendable(UnsafeMutableRawPointer.allocate(byteCount: 64 << 10, alignment: 64))
+nonisolated(unsafe) let logBuffer = UnsafeMutableRawPointer.allocate(byteCount: 64 << 10, alignment: 64)
 
 func fuzzRedoLog(_ input: UnsafeRawBufferPointer) {
-    let base = logBuffer.value
+    let base = logBuffer
     base.initializeMemory(as: UInt8.self, repeating: 0, count: 64 << 10)
     let lane = Format.laneRegionOffset
     // The input fills one lane (2 KiB) and, past it, data the log may verify or extend into.

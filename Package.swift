@@ -38,7 +38,7 @@ let package = Package(
         // A helper process for crash tests: runs a workload on a pool file and is killed.
         .executableTarget(name: "pheap-crash-helper", dependencies: ["PersistentHeap", "PHeapTestSupport"]),
         // The mutation fuzzer over real pool images (each case in a child process; CI runs it).
-        .executableTarget(name: "pheap-fuzz", dependencies: ["PersistentHeap", "PersistentCollections", "PHeapTestSupport"]),
+        .executableTarget(name: "pheap-fuzz", dependencies: ["PersistentHeap", "PersistentHeapCore", "PersistentCollections", "PHeapTestSupport"]),
         // Shared by the tests, the crash helper and the benchmarks: temporary pools,
         // a seeded random generator, process spawning.
         .target(name: "PHeapTestSupport", dependencies: ["PersistentHeap"]),

@@ -29,6 +29,7 @@ let package = Package(
             name: "kv-compare",
             dependencies: [
                 .product(name: "PersistentHeap", package: root),
+                .product(name: "PersistentCollections", package: root),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Sources/kv-compare"
@@ -37,6 +38,7 @@ let package = Package(
             name: "AllocatorBenchmarks",
             dependencies: [
                 .product(name: "PersistentHeap", package: root),
+                .product(name: "PersistentCollections", package: root),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/AllocatorBenchmarks",

@@ -58,8 +58,8 @@ func fuzzRedoLog(_ input: UnsafeRawBufferPointer) {
     let bytes = PoolBytes(base: base)
     let allowed = WritableRegions(ranges: [Format.statePageOffset..<(64 << 10)], laneOffset: lane, laneCount: 1)
     for (at, size) in LaneLayout.logs {
-        if let found = try? RedoLog.validate(bytes: bytes, lane: lane + at, size: size, allowed: allowed) {
-            RedoLog.forEachEntry(bytes: bytes, lane: found.lane, total: found.total) { e in _ = RedoLog.isApplied(e, bytes: bytes) }
+        if let found = try? RedoLog.validate(bytes: bytes, logOffset: lane + at, size: size, allowed: allowed) {
+            RedoLog.forEachEntry(bytes: bytes, logOffset: found.logOffset, total: found.total) { e in _ = RedoLog.isApplied(e, bytes: bytes) }
         }
     }
 }

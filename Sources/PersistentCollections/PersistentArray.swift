@@ -165,8 +165,8 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         guard !overflow else { throw PoolError(.invalidArgument, "\(capacity) elements of \(Element.self) overflow", path: pool.path) }
         let old = h.storage, count = h.count
         let r = ContainerReader(pool, tx)
-        let storage = try tx.allocate(bytes: bytes, alignment: MemoryLayout<Element>.alignment) { buf in
-            for i in 0..<count { buf.storeBytes(of: try r.load(old.advanced(by: i)), toByteOffset: i * stride, as: Element.self) }
+        let storage = try tx.allocate(bytes: bytes, alignment: MemoryLayout<Element>.alignment) { (view: MutableByteView) in
+            for i in 0..<count { view.store(try r.load(old.advanced(by: i)), at: i * stride) }
         }
         if !old.isNull { try tx.free(old) }
         h.storage = storage.assumingType(Element.self)
@@ -193,8 +193,8 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             var h = try header(ContainerReader(pool, tx))
             try grow(tx, &h, to: h.count &+ items.count)
             let stride = MemoryLayout<Element>.stride
-            try tx.withMutableBytes(of: h.storage.advanced(by: h.count).raw, count: items.count * stride) { buf in
-                for (i, e) in items.enumerated() { buf.storeBytes(of: e, toByteOffset: i * stride, as: Element.self) }
+            try tx.withMutableView(of: h.storage.advanced(by: h.count).raw, count: items.count * stride) { view in
+                for (i, e) in items.enumerated() { view.store(e, at: i * stride) }
             }
             h.count += items.count
             try tx.write(h, to: ref)
@@ -209,9 +209,9 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             guard i >= 0 && i <= h.count else { throw PoolError(.invalidArgument, "insertion index \(i) out of bounds (count \(h.count))", path: pool.path) }
             try grow(tx, &h, to: h.count + 1)
             let stride = MemoryLayout<Element>.stride
-            try tx.withMutableBytes(of: h.storage.advanced(by: i).raw, count: (h.count - i + 1) * stride) { buf in
-                if h.count > i { (buf.baseAddress! + stride).copyMemory(from: buf.baseAddress!, byteCount: (h.count - i) * stride) }
-                buf.storeBytes(of: element, as: Element.self)
+            try tx.withMutableView(of: h.storage.advanced(by: i).raw, count: (h.count - i + 1) * stride) { view in
+                if h.count > i { view.move(from: 0, to: stride, count: (h.count - i) * stride) }
+                view.store(element, at: 0)
             }
             h.count += 1
             try tx.write(h, to: ref)
@@ -228,8 +228,8 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             let stride = MemoryLayout<Element>.stride
             let removed = try tx.read(h.storage.advanced(by: i))
             if i < h.count - 1 {
-                try tx.withMutableBytes(of: h.storage.advanced(by: i).raw, count: (h.count - i) * stride) { buf in
-                    buf.baseAddress!.copyMemory(from: buf.baseAddress! + stride, byteCount: (h.count - i - 1) * stride)
+                try tx.withMutableView(of: h.storage.advanced(by: i).raw, count: (h.count - i) * stride) { view in
+                    view.move(from: stride, to: 0, count: (h.count - i - 1) * stride)
                 }
             }
             h.count -= 1

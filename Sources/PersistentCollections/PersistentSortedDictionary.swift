@@ -394,22 +394,22 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// The bytes of a value or child pointer, as a slot's second field.
     static func bits<T: BitwiseCopyable>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
 
-    /// Copies a slot's second field (possibly empty: a zero-size value) to `to`.
-    static func copy(_ bytes: [UInt8], to: UnsafeMutableRawPointer) {
-        bytes.withUnsafeBytes { b in if let from = b.baseAddress { to.copyMemory(from: from, byteCount: b.count) } }
+    /// Copies a slot's second field (possibly empty: a zero-size value) to `offset` of `view`.
+    static func copy(_ bytes: [UInt8], into view: MutableByteView, at offset: Int) {
+        bytes.withUnsafeBufferPointer { view.copy($0, to: offset) }
     }
 
     /// Allocates a node initialised in place with `entries` in order.
     private func newNode(_ tx: Transaction, leaf: Bool, link: PRawPointer, entries: [(Key.Stored, [UInt8])]) throws -> PRawPointer {
         let l = leaf ? leafLayout : innerLayout
-        return try tx.allocate(bytes: l.bytes, alignment: 64) { buf in
-            buf.storeBytes(of: UInt32(leaf ? 1 : 2), as: UInt32.self)
-            buf.storeBytes(of: UInt32(entries.count), toByteOffset: 4, as: UInt32.self)
-            buf.storeBytes(of: link, toByteOffset: 8, as: PRawPointer.self)
+        return try tx.allocate(bytes: l.bytes, alignment: 64) { (view: MutableByteView) in
+            view.store(UInt32(leaf ? 1 : 2), at: 0)
+            view.store(UInt32(entries.count), at: 4)
+            view.store(link, at: 8)
             for (i, (k, v)) in entries.enumerated() {
-                buf.storeBytes(of: Key.orderPrefix(stored: k) << 8 | UInt64(i), toByteOffset: 64 + i * 8, as: UInt64.self)
-                buf.storeBytes(of: k, toByteOffset: l.slots + i * l.entry, as: Key.Stored.self)
-                Self.copy(v, to: buf.baseAddress! + l.slots + i * l.entry + l.valueOffset)
+                view.store(Key.orderPrefix(stored: k) << 8 | UInt64(i), at: 64 + i * 8)
+                view.store(k, at: l.slots + i * l.entry)
+                Self.copy(v, into: view, at: l.slots + i * l.entry + l.valueOffset)
             }
         }
     }
@@ -461,22 +461,20 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
 
     /// Writes (key, payload) into a free slot of `n` and shifts the order array.
     private func writeEntry(_ tx: Transaction, _ n: Node, _ l: Layout, at pos: Int, count: Int, key: Key.Stored, payload: [UInt8]) throws {
-        var used: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        let free = try withUnsafeMutableBytes(of: &used) { bits -> Int in
-            let w = bits.bindMemory(to: UInt64.self)
-            for i in 0..<count { let s = try n.slot(i); w[s >> 6] |= 1 << UInt64(s & 63) }
-            for k in 0..<4 where w[k] != ~0 { return k << 6 | (~w[k]).trailingZeroBitCount }
-            return l.capacity
-        }
+        // Slots are below the capacity, at most 256 (the order array keeps a slot in 8 bits).
+        var used = SIMD4<UInt64>(repeating: 0)
+        for i in 0..<count { let s = try n.slot(i); used[s >> 6] |= 1 << UInt64(s & 63) }
+        var free = l.capacity
+        for k in 0..<4 where used[k] != ~0 { free = k << 6 | (~used[k]).trailingZeroBitCount; break }
         // `count` distinct slots leave one below the capacity free: none means duplicate slots.
         guard free < l.capacity else { throw corrupted(pool, "B+ tree node", at: n.offset, "no free slot among \(count) entries") }
-        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { buf in
-            buf.storeBytes(of: key, as: Key.Stored.self)
-            Self.copy(payload, to: buf.baseAddress! + l.valueOffset)
+        try tx.withMutableView(of: PRawPointer(offset: UInt64(n.offset + l.slots + free * l.entry)), count: l.entry) { view in
+            view.store(key, at: 0)
+            Self.copy(payload, into: view, at: l.valueOffset)
         }
-        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 64 + pos * 8)), count: (count - pos + 1) * 8) { buf in
-            if count > pos { (buf.baseAddress! + 8).copyMemory(from: buf.baseAddress!, byteCount: (count - pos) * 8) }
-            buf.storeBytes(of: Key.orderPrefix(stored: key) << 8 | UInt64(free), as: UInt64.self)
+        try tx.withMutableView(of: PRawPointer(offset: UInt64(n.offset + 64 + pos * 8)), count: (count - pos + 1) * 8) { view in
+            if count > pos { view.move(from: 0, to: 8, count: (count - pos) * 8) }
+            view.store(Key.orderPrefix(stored: key) << 8 | UInt64(free), at: 0)
         }
         try tx.write(UInt32(count + 1), to: PPointer(offset: UInt64(n.offset + 4)))
     }
@@ -496,17 +494,17 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
                 }
                 slot = f
                 used[slot] = true
-                try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + l.slots + slot * l.entry)), count: l.entry) { buf in
-                    buf.storeBytes(of: e.0, as: Key.Stored.self)
-                    Self.copy(e.1, to: buf.baseAddress! + l.valueOffset)
+                try tx.withMutableView(of: PRawPointer(offset: UInt64(n.offset + l.slots + slot * l.entry)), count: l.entry) { view in
+                    view.store(e.0, at: 0)
+                    Self.copy(e.1, into: view, at: l.valueOffset)
                 }
             }
             order.append(Key.orderPrefix(stored: e.0) << 8 | UInt64(slot))
         }
-        try tx.withMutableBytes(of: PRawPointer(offset: UInt64(n.offset + 4)), count: 4 + 8 + 56 + order.count * 8) { buf in
-            buf.storeBytes(of: UInt32(order.count), as: UInt32.self)
-            buf.storeBytes(of: link, toByteOffset: 4, as: PRawPointer.self)
-            for (i, o) in order.enumerated() { buf.storeBytes(of: o, toByteOffset: 60 + i * 8, as: UInt64.self) }
+        try tx.withMutableView(of: PRawPointer(offset: UInt64(n.offset + 4)), count: 4 + 8 + 56 + order.count * 8) { view in
+            view.store(UInt32(order.count), at: 0)
+            view.store(link, at: 4)
+            for (i, o) in order.enumerated() { view.store(o, at: 60 + i * 8) }
         }
     }
 

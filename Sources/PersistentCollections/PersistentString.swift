@@ -23,9 +23,9 @@ public struct PersistentString: BitwiseCopyable, Sendable, Equatable {
         var s = string
         return try s.withUTF8 { utf8 -> PersistentString in
             guard utf8.count > 0 else { return PersistentString() }
-            let p = try tx.allocate(bytes: 8 + utf8.count, alignment: 8) { buf in
-                buf.storeBytes(of: UInt64(utf8.count), as: UInt64.self)
-                UnsafeMutableRawBufferPointer(rebasing: buf[8...]).copyMemory(from: UnsafeRawBufferPointer(utf8))
+            let p = try tx.allocate(bytes: 8 + utf8.count, alignment: 8) { (view: MutableByteView) in
+                view.store(UInt64(utf8.count), at: 0)
+                view.copy(utf8, to: 8)
             }
             return PersistentString(storage: p)
         }
@@ -45,9 +45,8 @@ public struct PersistentString: BitwiseCopyable, Sendable, Equatable {
     public func withUTF8<R>(in pool: Pool, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         guard !storage.isNull else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let count = try checkedCount(in: pool)
-        return try pool.withUnsafePointer(to: storage.advanced(by: 8).assumingType(UInt8.self), count: count) {
-            try body(UnsafeRawBufferPointer(start: $0, count: count))
-        }
+        let view = try pool.readView(storage, count: 8 + count)
+        return try view.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[8...])) }
     }
 
     /// The string's contents (invalid UTF-8 from a damaged pool is repaired with U+FFFD; the

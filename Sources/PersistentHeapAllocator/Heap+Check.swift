@@ -1,11 +1,11 @@
 // A full consistency check of the heap: the persistent metadata walked on its own, then every
 // volatile index compared with it. Call it while no other thread uses the pool.
 
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 extension Heap {
     /// The full check: loads every run indexed from its FULL hint, then walks with every lock held.
-    package func checkAll(laneCount: Int, rootSlot: Int) throws(PoolError) -> CheckReport {
+    @_spi(Allocator) public func checkAll(laneCount: Int, rootSlot: Int) throws(PoolError) -> CheckReport {
         try loadAllHinted()
         lockExtents()
         for c in 0..<classCount { lockClass(c) }
@@ -106,9 +106,9 @@ extension Heap {
         for lane in 0..<laneCount {
             for (at, size) in LaneLayout.logs {
                 do throws(PoolError) {
-                    if let f = try RedoLog.validate(bytes: bytes, lane: laneLogOffset(lane) + at, size: size, allowed: writableRegions) {
+                    if let f = try RedoLog.validate(bytes: bytes, logOffset: laneLogOffset(lane) + at, size: size, allowed: writableRegions) {
                         var applied = true
-                        RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
+                        RedoLog.forEachEntry(bytes: bytes, logOffset: f.logOffset, total: f.total) { e in
                             if !RedoLog.isApplied(e, bytes: bytes) { applied = false }
                         }
                         if !applied { note("lane \(lane): a logged operation is not fully applied") }

@@ -23,7 +23,7 @@
 // are serialised by the blocking growth lock; threads allocating from existing runs and extents
 // never wait for them.
 
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 extension Heap {
     @inline(__always) static func bucket(_ length: Int) -> Int {
@@ -144,7 +144,7 @@ extension Heap {
         guard let growFile else {
             throw PoolError(.outOfSpace, "no free extent of \(n) units (\(n << Format.unitShift) bytes) and the pool cannot grow")
         }
-        return try growthLock.withLock { (_) throws(PoolError) -> TakenExtent in
+        return try growthLock.withLock { () throws(PoolError) -> TakenExtent in
             while true {
                 lockExtents()
                 if let t = takeIndexed(n) { unlockExtents(); return t }  // another thread grew meanwhile
@@ -293,7 +293,7 @@ extension Heap {
     /// the header is committed and the file truncated.
     func shrinkTail() throws(PoolError) -> Int {
         guard let shrinkFile else { return 0 }
-        return try growthLock.withLock { (_) throws(PoolError) -> Int in
+        return try growthLock.withLock { () throws(PoolError) -> Int in
             lockExtents()
             let old = units
             guard old > 1 else { unlockExtents(); return 0 }
@@ -334,7 +334,7 @@ extension Heap {
     /// Growth, step 2 (between mapping the new bytes and committing the new size in the
     /// header): the new units [old, new) become one free extent in the unit table. Beyond the
     /// old end, the entry is ignored until the header commit.
-    package func prewriteGrowth(from old: Int, to new: Int) {
+    @_spi(Allocator) public func prewriteGrowth(from old: Int, to new: Int) {
         bytes.setU64(tableEntryOffset(old), UnitEntry(kind: .free, length: new - old).raw)
         persistence.persist(offset: tableEntryOffset(old), count: 8)
     }

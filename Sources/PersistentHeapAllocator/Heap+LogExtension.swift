@@ -7,12 +7,12 @@
 //
 //     block:  0 capacity UInt64 · 8 magic UInt64 ("PHLOGEXT" xor the slot's offset) · 16 payload
 
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 extension Heap {
     /// The payload area of `lane`'s extension block, at least `payload` bytes: (pool offset,
     /// capacity in bytes).
-    package func logExtension(lane: Int, payload: Int) throws(PoolError) -> (offset: Int, capacity: Int) {
+    @_spi(Allocator) public func logExtension(lane: Int, payload: Int) throws(PoolError) -> (offset: Int, capacity: Int) {
         let slot = extensionSlot(lane)
         let x = Int(truncatingIfNeeded: bytes.u64(slot))
         var old: FreeTarget?
@@ -40,7 +40,7 @@ extension Heap {
     }
 
     /// Frees every lane's extension block (at close: a cleanly closed pool holds none).
-    package func releaseLogExtensions(laneCount: Int) throws(PoolError) {
+    @_spi(Allocator) public func releaseLogExtensions(laneCount: Int) throws(PoolError) {
         for lane in 0..<laneCount {
             let slot = extensionSlot(lane)
             let x = Int(truncatingIfNeeded: bytes.u64(slot))

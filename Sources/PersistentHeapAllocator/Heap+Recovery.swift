@@ -11,11 +11,11 @@
 // a failed open leaves the file as it found it.
 
 /// What recovery found and did.
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
-package struct RecoveryReport: Sendable {
+@_spi(Allocator) public struct RecoveryReport: Sendable {
     /// Of the valid logs, those whose effects were not all in place yet.
-    package var incompleteLogs = 0
+    @_spi(Allocator) public var incompleteLogs = 0
     /// Bytes replay overwrote, in order: (pool offset, previous contents).
     var overwritten: [(offset: Int, bytes: [UInt8])] = []
     /// Log headers recovery retired: (pool offset, previous sequence number).
@@ -25,17 +25,17 @@ package struct RecoveryReport: Sendable {
 extension Heap {
     /// Replays and retires the lane logs. In read-only mode nothing is written: a log whose
     /// effects are not all in place makes the open fail (the pool needs a read-write open).
-    package func recover(laneCount: Int, readOnly: Bool) throws(PoolError) -> RecoveryReport {
+    @_spi(Allocator) public func recover(laneCount: Int, readOnly: Bool) throws(PoolError) -> RecoveryReport {
         var report = RecoveryReport()
         var found: [RedoLog.Found] = []
         let allowed = writableRegions
         try forEachLog(laneCount: laneCount) { (at, size) throws(PoolError) in
-            if let f = try RedoLog.validate(bytes: bytes, lane: at, size: size, allowed: allowed) { found.append(f) }
+            if let f = try RedoLog.validate(bytes: bytes, logOffset: at, size: size, allowed: allowed) { found.append(f) }
         }
         found.sort { $0.seq < $1.seq }
         for f in found {
             var complete = true
-            RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
+            RedoLog.forEachEntry(bytes: bytes, logOffset: f.logOffset, total: f.total) { e in
                 if !RedoLog.isApplied(e, bytes: bytes) { complete = false }
             }
             if !complete { report.incompleteLogs += 1 }
@@ -47,7 +47,7 @@ extension Heap {
             return report
         }
         for f in found {
-            RedoLog.forEachEntry(bytes: bytes, lane: f.lane, total: f.total) { e in
+            RedoLog.forEachEntry(bytes: bytes, logOffset: f.logOffset, total: f.total) { e in
                 if let n = e.targetBytes { report.overwritten.append((e.offset, bytes.read(e.offset, count: n))) }
                 RedoLog.perform(e, bytes: bytes, persistence: persistence)
             }
@@ -67,7 +67,7 @@ extension Heap {
     /// Puts back everything `recover` wrote: the logs' sequence numbers first (so that a crash
     /// during the undo leaves them valid, to be replayed by the next open), then the bytes
     /// replay overwrote, newest first.
-    package func undoRecovery(_ report: RecoveryReport) {
+    @_spi(Allocator) public func undoRecovery(_ report: RecoveryReport) {
         guard !report.retired.isEmpty || !report.overwritten.isEmpty else { return }
         for (at, seq) in report.retired {
             bytes.atomicStore(at + LogField.seq, seq, .releasing)
@@ -82,7 +82,7 @@ extension Heap {
     }
 
     /// The pool offset of `lane`'s extension slot.
-    @inline(__always) package func extensionSlot(_ lane: Int) -> Int { laneLogOffset(lane) + LaneLayout.extensionSlot }
+    @inline(__always) @_spi(Allocator) public func extensionSlot(_ lane: Int) -> Int { laneLogOffset(lane) + LaneLayout.extensionSlot }
 
     /// Whether the extension slot at `slot` points at a log extension block made for it: a live
     /// allocation whose header carries the magic bound to this slot. A stray value (one flipped
@@ -95,7 +95,7 @@ extension Heap {
     /// After recovery and the walk: frees the log extension block a crashed transaction may
     /// have left linked from its lane. A slot holding anything else is left alone (nothing is
     /// freed on the word of a damaged slot); ``check(laneCount:rootSlot:)`` reports it.
-    package func freeLeftoverExtensions(laneCount: Int) throws(PoolError) {
+    @_spi(Allocator) public func freeLeftoverExtensions(laneCount: Int) throws(PoolError) {
         for lane in 0..<laneCount {
             let slot = extensionSlot(lane)
             let x = Int(truncatingIfNeeded: bytes.u64(slot))

@@ -1,12 +1,12 @@
 // The map of a pool's regions, for the tools that damage pools on purpose (package-only).
 
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 extension Heap {
     /// The regions of this pool: both headers, the state page, every lane's logs and extension
     /// slot, the used part of the unit table, every run's header and bitmap, every live
     /// allocation (small blocks and large objects). Call while no other thread uses the pool.
-    package func regions(laneCount: Int) throws(PoolError) -> [PoolRegion] {
+    @_spi(Allocator) public func regions(laneCount: Int) throws(PoolError) -> [PoolRegion] {
         try loadAllHinted()
         var out: [PoolRegion] = [
             PoolRegion(kind: "header", offset: Format.primaryHeaderOffset, count: Format.headerSize),

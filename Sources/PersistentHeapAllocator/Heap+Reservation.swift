@@ -24,48 +24,86 @@
 
 /// Space chosen for an allocation, not yet allocated (nothing persistent changed): published by
 /// the entries `Heap.appendPublish` writes into a log, or cancelled.
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
-package struct Reservation: Sendable, Equatable {
+@_spi(Allocator) public struct Reservation: Sendable, Equatable {
     enum Kind: Sendable, Equatable {
         case small(BlockSlot, sizeClass: Int, listed: Bool)
         /// `units` at `unit`, out of the free extent [unit, unit + extent) held out of the index.
         case large(unit: Int, units: Int, extent: Int, punched: Bool)
     }
     /// Pool offset of the block.
-    package let offset: Int
+    @_spi(Allocator) public let offset: Int
     /// Usable bytes of the block (at least what was asked).
-    package let usableSize: Int
+    @_spi(Allocator) public let usableSize: Int
     /// The lane that made it (it is published or cancelled on that lane).
-    package let lane: Int
+    @_spi(Allocator) public let lane: Int
     let kind: Kind
 
     /// Log entries its publication takes.
-    package var publishEntries: Int {
+    @_spi(Allocator) public var publishEntries: Int {
         if case .large(_, let n, let l, _) = kind { return l > n ? 2 : 1 }
         return 1
     }
 }
 
 /// A live allocation about to be freed by a log (`Heap.prepareFree`).
-package struct FreeTarget: Sendable {
+@_spi(Allocator) public struct FreeTarget: Sendable {
     /// Pool offset of the block.
-    package let offset: Int
+    @_spi(Allocator) public let offset: Int
     let location: BlockLocation
 }
 
 /// Per lane: the long-lived small reservations it holds (bits its searches must skip) and the
 /// runs it pinned while holding them.
+///
+/// The reserved bits are kept by bitmap word (`run << 8 | word`): in a short array searched
+/// linearly while a lane holds few words (a transaction's handful of blocks: no hashing, and the
+/// array's buffer is kept from one transaction to the next), in a dictionary past `fewLimit`.
 struct LaneReservations {
-    /// run << 8 | bitmap word → the reserved bits of that word.
-    var reservedBits: [Int: UInt64] = [:]
+    static let fewLimit = 16
+    private var few: [(key: Int, bits: UInt64)] = []
+    private var many: [Int: UInt64] = [:]
+    /// Listed reservations held.
     var count = 0
     var pinnedRuns: [Int] = []
+
+    /// The reserved bits of bitmap word `key`.
+    @inline(__always) func bits(_ key: Int) -> UInt64 {
+        for e in few where e.key == key { return e.bits }
+        return many.isEmpty ? 0 : many[key] ?? 0
+    }
+
+    /// Lists one reservation: `mask` of word `key`.
+    mutating func add(_ key: Int, _ mask: UInt64) {
+        count += 1
+        if let i = few.firstIndex(where: { $0.key == key }) { few[i].bits |= mask; return }
+        if many.isEmpty && few.count < LaneReservations.fewLimit { few.append((key, mask)); return }
+        if many.isEmpty { for e in few { many[e.key] = e.bits }; few.removeAll(keepingCapacity: true) }
+        many[key, default: 0] |= mask
+    }
+
+    /// Unlists one reservation: `mask` of word `key`.
+    mutating func remove(_ key: Int, _ mask: UInt64) {
+        count -= 1
+        if let i = few.firstIndex(where: { $0.key == key }) {
+            let rest = few[i].bits & ~mask
+            if rest == 0 { few.swapAt(i, few.count - 1); few.removeLast() } else { few[i].bits = rest }
+        } else if let b = many[key] {
+            let rest = b & ~mask
+            many[key] = rest == 0 ? nil : rest
+        }
+    }
+
+    /// Whether any listed reservation is in run `r`.
+    func holds(run r: Int) -> Bool {
+        few.contains { $0.key >> 8 == r } || many.keys.contains { $0 >> 8 == r }
+    }
 }
 
 extension Heap {
     /// Rounds a request up to units for the extent path.
-    @inline(__always) package static func unitsFor(_ size: Int) -> Int { (size + Format.unitSize - 1) >> Format.unitShift }
+    @inline(__always) @_spi(Allocator) public static func unitsFor(_ size: Int) -> Int { (size + Format.unitSize - 1) >> Format.unitShift }
 
     /// Remainders at least this large are split off persistently by a long-lived reservation
     /// instead of being held out of the index until it is published.
@@ -76,12 +114,11 @@ extension Heap {
     /// Chooses space for `size` bytes aligned to `alignment` on `lane` (volatile only). A
     /// long-lived reservation (published after other allocations of the lane) lists its block
     /// so the lane does not hand it out again, and splits large free extents persistently.
-    package func reserve(size: Int, alignment: Int, lane: Int, longLived: Bool) throws(PoolError) -> Reservation {
+    @_spi(Allocator) public func reserve(size: Int, alignment: Int, lane: Int, longLived: Bool) throws(PoolError) -> Reservation {
         if let c = classIndex(size: size, alignment: alignment) {
             let s = try reserveBlock(lane: lane, sizeClass: c)
             if longLived {
-                reservationLists[lane].reservedBits[s.run << 8 | s.word, default: 0] |= s.mask
-                reservationLists[lane].count += 1
+                reservationLists[lane].add(s.run << 8 | s.word, s.mask)
             }
             return Reservation(offset: blockOffset(s, geometry[c]), usableSize: geometry[c].blockSize, lane: lane,
                                kind: .small(s, sizeClass: c, listed: longLived))
@@ -108,7 +145,7 @@ extension Heap {
 
     /// Appends the entries that make `r` allocated.
     @inline(__always)
-    package func appendPublish(_ r: Reservation, to log: inout RedoLog) {
+    @_spi(Allocator) public func appendPublish(_ r: Reservation, to log: inout RedoLog) {
         switch r.kind {
         case .small(let s, _, _):
             log.append(.or64, offset: bitmapWordOffset(run: s.run, word: s.word), operand: s.mask)
@@ -120,7 +157,20 @@ extension Heap {
 
     /// Appends the entries that publish every reservation of `rs`: small blocks sharing a bitmap
     /// word are set by one entry.
-    package func appendPublish(_ rs: [Reservation], to log: inout RedoLog) {
+    @_spi(Allocator) public func appendPublish(_ rs: [Reservation], to log: inout RedoLog) {
+        if rs.count <= Heap.fewReservations {
+            // Few: one entry per distinct word, at its first occurrence (no allocation).
+            for i in rs.indices {
+                guard case .small(let s, _, _) = rs[i].kind else { appendPublish(rs[i], to: &log); continue }
+                if Heap.sameWord(before: i, in: rs, as: s) { continue }
+                var mask = s.mask
+                for j in (i + 1)..<rs.count {
+                    if case .small(let t, _, _) = rs[j].kind, t.run == s.run, t.word == s.word { mask |= t.mask }
+                }
+                log.append(.or64, offset: bitmapWordOffset(run: s.run, word: s.word), operand: mask)
+            }
+            return
+        }
         var words: [(offset: Int, mask: UInt64)] = []
         for r in rs {
             if case .small(let s, _, _) = r.kind {
@@ -140,8 +190,31 @@ extension Heap {
         }
     }
 
+    /// Up to this many reservations are published by quadratic scans instead of a sort or a set.
+    static let fewReservations = 32
+
+    /// Whether a small reservation before index `i` of `rs` is in the bitmap word of `s`.
+    @inline(__always)
+    static func sameWord(before i: Int, in rs: [Reservation], as s: BlockSlot) -> Bool {
+        for j in 0..<i {
+            if case .small(let t, _, _) = rs[j].kind, t.run == s.run, t.word == s.word { return true }
+        }
+        return false
+    }
+
     /// Entries `appendPublish(rs, to:)` writes.
-    package func publishEntries(_ rs: [Reservation]) -> Int {
+    @_spi(Allocator) public func publishEntries(_ rs: [Reservation]) -> Int {
+        if rs.count <= Heap.fewReservations {
+            var n = 0
+            for i in rs.indices {
+                if case .small(let s, _, _) = rs[i].kind {
+                    if !Heap.sameWord(before: i, in: rs, as: s) { n += 1 }
+                } else {
+                    n += rs[i].publishEntries
+                }
+            }
+            return n
+        }
         var words = Set<Int>(), n = 0
         for r in rs {
             if case .small(let s, _, _) = r.kind { words.insert(s.run << 8 | s.word) } else { n += r.publishEntries }
@@ -151,7 +224,7 @@ extension Heap {
 
     /// Volatile bookkeeping once `r`'s publication is durable.
     @inline(__always)
-    package func finishPublished(_ r: Reservation) {
+    @_spi(Allocator) public func finishPublished(_ r: Reservation) {
         switch r.kind {
         case .small(let s, _, let listed):
             if listed { unlist(s, lane: r.lane) }
@@ -164,7 +237,7 @@ extension Heap {
     }
 
     /// Gives back a reservation that will not be published.
-    package func cancel(_ r: Reservation) {
+    @_spi(Allocator) public func cancel(_ r: Reservation) {
         switch r.kind {
         case .small(let s, _, let listed):
             unreserveBlock(s)
@@ -180,22 +253,17 @@ extension Heap {
     /// Bits of `word` of run `r` that `lane` holds listed reservations for.
     @inline(__always)
     func reservedBits(run r: Int, word: Int, lane: Int) -> UInt64 {
-        reservationLists[lane].reservedBits[r << 8 | word] ?? 0
+        reservationLists[lane].bits(r << 8 | word)
     }
 
     /// Whether `lane` holds listed reservations in run `r` (a run it gives up must then be pinned).
     func holdsReservations(inRun r: Int, lane: Int) -> Bool {
         guard reservationLists[lane].count > 0 else { return false }
-        return reservationLists[lane].reservedBits.keys.contains { $0 >> 8 == r }
+        return reservationLists[lane].holds(run: r)
     }
 
     private func unlist(_ s: BlockSlot, lane: Int) {
-        let key = s.run << 8 | s.word
-        if let bits = reservationLists[lane].reservedBits[key] {
-            let rest = bits & ~s.mask
-            reservationLists[lane].reservedBits[key] = rest == 0 ? nil : rest
-        }
-        reservationLists[lane].count -= 1
+        reservationLists[lane].remove(s.run << 8 | s.word, s.mask)
         if reservationLists[lane].count == 0 && !reservationLists[lane].pinnedRuns.isEmpty { unpinRuns(lane: lane) }
     }
 
@@ -224,7 +292,7 @@ extension Heap {
 
     /// The live allocation at `offset`, ready to be freed by a log; a large object is claimed.
     /// - Throws: `invalidFree` when `offset` is not a live allocation.
-    package func prepareFree(_ offset: Int) throws(PoolError) -> FreeTarget {
+    @_spi(Allocator) public func prepareFree(_ offset: Int) throws(PoolError) -> FreeTarget {
         let loc = try locate(offset)
         if case .large(let u) = loc { _ = try claimExtent(u) }
         return FreeTarget(offset: offset, location: loc)
@@ -232,7 +300,7 @@ extension Heap {
 
     /// Appends the entries that free `f`.
     @inline(__always)
-    package func appendFree(_ f: FreeTarget, to log: inout RedoLog) {
+    @_spi(Allocator) public func appendFree(_ f: FreeTarget, to log: inout RedoLog) {
         switch f.location {
         case .small(let r, _, let w, let mask):
             log.append(.andNot64, offset: bitmapWordOffset(run: r, word: w), operand: mask)
@@ -245,10 +313,10 @@ extension Heap {
     }
 
     /// Log bytes `appendFree` may take (a small block's FULL hint adds an entry).
-    package static let freeEntryBytes = 32
+    @_spi(Allocator) public static let freeEntryBytes = 32
 
     /// Volatile bookkeeping after `f` was durably freed.
-    package func finishFreed(_ f: FreeTarget) {
+    @_spi(Allocator) public func finishFreed(_ f: FreeTarget) {
         switch f.location {
         case .small(let r, let c, let w, _):
             noteFreed(run: r, sizeClass: c, word: w)
@@ -258,7 +326,7 @@ extension Heap {
     }
 
     /// Undoes `prepareFree` (the free will not happen).
-    package func cancelFree(_ f: FreeTarget) {
+    @_spi(Allocator) public func cancelFree(_ f: FreeTarget) {
         if case .large(let u) = f.location { unclaimExtent(u) }
     }
 
@@ -272,20 +340,20 @@ extension Heap {
 
     /// Usable bytes of the live allocation at `offset`.
     /// - Throws: `invalidFree` when it is not one.
-    package func usableSize(at offset: Int) throws(PoolError) -> Int { usableSize(try locate(offset)) }
+    @_spi(Allocator) public func usableSize(at offset: Int) throws(PoolError) -> Int { usableSize(try locate(offset)) }
 
     // MARK: Logs
 
     /// A log of `lane` able to hold `entries` 16-byte entries: a one-line fast log when they fit
     /// (three), the main log otherwise.
     @inline(__always)
-    package func log(lane: Int, entries: Int) -> RedoLog {
+    @_spi(Allocator) public func log(lane: Int, entries: Int) -> RedoLog {
         entries <= 3 ? fastLog(lane) : mainLog(lane)
     }
 
     /// Commits, applies and retires `log` in `lane` (fence 1, fence 2, deferred retirement).
     @inline(__always)
-    package func commit(_ log: inout RedoLog, lane: Int) {
+    @_spi(Allocator) public func commit(_ log: inout RedoLog, lane: Int) {
         log.commit(seq: nextSequence(), persistence: persistence, lane: lane)
         log.apply(persistence: persistence, lane: lane)
         log.retire(persistence: persistence, slot: lane)
@@ -296,7 +364,7 @@ extension Heap {
     /// Publishes `r` and stores its offset in `slot` with one log: `slot := offset`, the
     /// reservation's entries, and a `verify` of its first `initialized` bytes (flushed under the
     /// log's fence). `slot` must be valid (`validateSlot` for the application's slots).
-    package func publishLinked(_ r: Reservation, slot: Int, initialized: Int, lane: Int) {
+    @_spi(Allocator) public func publishLinked(_ r: Reservation, slot: Int, initialized: Int, lane: Int) {
         var log = log(lane: lane, entries: 1 + r.publishEntries + (initialized > 0 ? 1 : 0))
         if initialized > 0 {
             persistence.flush(offset: r.offset, count: initialized)
@@ -310,7 +378,7 @@ extension Heap {
 
     /// Frees what `slot` points at and clears the slot with one log. A null slot is a no-op. The
     /// slot's value is untrusted: `prepareFree` refuses anything but a live allocation.
-    package func freeLinked(slot: Int, lane: Int) throws(PoolError) {
+    @_spi(Allocator) public func freeLinked(slot: Int, lane: Int) throws(PoolError) {
         let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot, .acquiring))
         guard x != 0 else { return }
         let f = try prepareFree(x)
@@ -325,7 +393,7 @@ extension Heap {
     /// a linked operation: 8-byte aligned, in the heap (not in a run's header or bitmap) or the
     /// root slot. The headers, the state page and the lanes are refused.
     @inline(__always)
-    package func validateSlot(_ slot: Int) throws(PoolError) {
+    @_spi(Allocator) public func validateSlot(_ slot: Int) throws(PoolError) {
         guard slot & 7 == 0, slot == StateField.rootSlot || (inHeap(slot, 8) && !isRunMetadata(slot)) else {
             throw PoolError(.invalidPointer, "slot offset \(slot) is not an 8-byte aligned location in an object of the heap or the root slot")
         }
@@ -337,14 +405,14 @@ extension Heap {
 extension Heap {
     /// Allocates `size` bytes: durable when it returns (one fence; two for a split extent), not
     /// linked anywhere.
-    package func allocate(size: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
+    @_spi(Allocator) public func allocate(size: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         if let c = classIndex(size: size, alignment: alignment) { return try allocateSmall(sizeClass: c, zeroed: zeroed) }
         return try allocateExtent(units: Heap.unitsFor(size), zeroed: zeroed)
     }
 
     /// Frees the live allocation at `offset` (one fence).
     /// - Throws: `invalidFree` when it is not one.
-    package func free(_ offset: Int) throws(PoolError) {
+    @_spi(Allocator) public func free(_ offset: Int) throws(PoolError) {
         switch try locate(offset) {
         case .small(let r, let c, let w, let mask): try freeSmall(run: r, sizeClass: c, word: w, mask: mask)
         case .large(let u): try freeExtent(unit: u)
@@ -352,11 +420,11 @@ extension Heap {
     }
 
     /// Whether `offset` is the start of a live allocation.
-    package func isAllocated(_ offset: Int) -> Bool { (try? locate(offset)) != nil }
+    @_spi(Allocator) public func isAllocated(_ offset: Int) -> Bool { (try? locate(offset)) != nil }
 
     /// Gives the free tail back to the file system after dissolving the empty runs (the calling
     /// thread's runs included). Returns the bytes released.
-    package func shrink() throws(PoolError) -> Int {
+    @_spi(Allocator) public func shrink() throws(PoolError) -> Int {
         releaseLaneRuns(currentLane())
         dissolveEmptyRuns()
         return try shrinkTail()

@@ -12,7 +12,7 @@
 // has another run to serve from.
 
 /// A block found free in a run (its bit is still 0).
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 struct BlockSlot: Sendable, Equatable {
     let run: Int
@@ -293,7 +293,7 @@ extension Heap {
     }
 
     /// Gives back every run `lane` owns (the lane's thread exited or the pool closes).
-    package func releaseLaneRuns(_ lane: Int) {
+    @_spi(Allocator) public func releaseLaneRuns(_ lane: Int) {
         for c in 0..<classCount {
             let slot = lane * classCount + c
             let r = Int(laneRuns[slot]) - 1

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 import Dispatch
 import Synchronization
 
@@ -48,24 +48,24 @@ extension UnitInfo {
 /// - per size class, a **binary heap of runs** with free blocks, ordered by address, from which
 ///   lanes take the lowest run when theirs fills up                 — that class's lock;
 /// - per lane, the run each class allocates from                    — the lane's thread only.
-package final class Heap: @unchecked Sendable {
-    package let bytes: PoolBytes
-    package let persistence: Persistence
-    package let heapOffset: Int
-    package let tableOffset: Int
+@_spi(Allocator) public final class Heap: @unchecked Sendable {
+    @_spi(Allocator) public let bytes: PoolBytes
+    @_spi(Allocator) public let persistence: Persistence
+    @_spi(Allocator) public let heapOffset: Int
+    @_spi(Allocator) public let tableOffset: Int
     let maxUnits: Int
-    package let laneOffset: Int
-    let lanes: LaneTable
-    let poolID: UInt64
+    @_spi(Allocator) public let laneOffset: Int
+    @usableFromInline let lanes: LaneTable
+    @usableFromInline let poolID: UInt64
 
     /// Heap units in use. Changes only under the extent lock (growth, shrink); read by every
     /// bounds check without it — atomically: a reader sees the old or the new count, never a torn
     /// one (an acquire load is a plain load on x86 and arm64).
-    package var units: Int {
-        get { unitCount.load(ordering: .acquiring) }
+    @_spi(Allocator) public var units: Int {
+        @inlinable get { unitCount.load(ordering: .acquiring) }
         set { unitCount.store(newValue, ordering: .releasing) }
     }
-    private let unitCount = Atomic<Int>(0)
+    @usableFromInline let unitCount = Atomic<Int>(0)
 
     /// Per unit: the volatile record of the extent starting there.
     let infos: UnitInfoTable
@@ -105,20 +105,20 @@ package final class Heap: @unchecked Sendable {
     let logSequence = Atomic<UInt64>(1)
     /// Serialises growth and shrink (a blocking lock: they make system calls), so that the extent
     /// lock is never held across them.
-    let growthLock = Locked<Void>(())
+    let growthLock = BlockingLock()
 
     /// Grows the pool file by at least `units` units; returns the new unit count. Set by the pool.
-    package var growFile: ((Int) throws(PoolError) -> Int)?
+    @_spi(Allocator) public var growFile: ((Int) throws(PoolError) -> Int)?
     /// Gives the tail past `units` units back to the file system. Set by the pool.
-    package var shrinkFile: ((Int) throws(PoolError) -> Void)?
+    @_spi(Allocator) public var shrinkFile: ((Int) throws(PoolError) -> Void)?
     /// Releases / re-reserves the storage of a unit range (`punch`, `reserve`). Set by the pool
     /// for file pools; nil for simulated ones.
-    package var punchUnits: ((Int, Int) -> Void)?
-    package var reserveUnits: ((Int, Int) throws(PoolError) -> Void)?
+    @_spi(Allocator) public var punchUnits: ((Int, Int) -> Void)?
+    @_spi(Allocator) public var reserveUnits: ((Int, Int) throws(PoolError) -> Void)?
     /// Free extents at least this long are punched out of the file.
     var punchThreshold = 64
 
-    package init(bytes: PoolBytes, persistence: Persistence, header: PoolHeader, lanes: LaneTable, poolID: UInt64) throws(PoolError) {
+    @_spi(Allocator) public init(bytes: PoolBytes, persistence: Persistence, header: PoolHeader, lanes: LaneTable, poolID: UInt64) throws(PoolError) {
         self.bytes = bytes
         self.persistence = persistence
         heapOffset = Int(header.heapOffset)
@@ -137,16 +137,18 @@ package final class Heap: @unchecked Sendable {
         let classes = SizeClasses.count
         geometry = .allocate(copying: SizeClasses.all)
         classLocks = SpinLocks(count: classes)
-        classHeaps = .allocate(count: classes, repeating: UnitHeap())
+        classHeaps = .allocate(count: classes) { _ in UnitHeap() }
         laneRuns = .allocate(count: lanes.count * classes, repeating: 0)
         laneToggle = .allocate(count: lanes.count, repeating: 0)
         laneHints = .allocate(count: lanes.count * classes, repeating: 0)
         reservationLists = .allocate(count: lanes.count, repeating: LaneReservations())
         extentLock = SpinLocks(count: 1)
-        buckets = .allocate(count: Heap.bucketCount, repeating: UnitHeap())
+        buckets = .allocate(count: Heap.bucketCount) { _ in UnitHeap() }
     }
 
     deinit {
+        for c in 0..<classHeaps.count { classHeaps[c].deallocate() }
+        for b in 0..<buckets.count { buckets[b].deallocate() }
         classHeaps.deallocate()
         geometry.deallocate()
         classLookup.deallocate()
@@ -200,7 +202,7 @@ package final class Heap: @unchecked Sendable {
         }
     }
     /// End of the pool in bytes.
-    package var poolEnd: Int { heapOffset + units << Format.unitShift }
+    @inlinable @_spi(Allocator) public var poolEnd: Int { heapOffset + units << Format.unitShift }
 
     /// Where a redo log may write: the state page, the unit table, the heap, and the lanes'
     /// extension slots (nothing else of the lanes, nor the headers).
@@ -211,16 +213,16 @@ package final class Heap: @unchecked Sendable {
 
     /// Whether `[offset, offset+count)` lies inside the heap. Overflow-safe for any `offset`
     /// and `count` (both may come from a damaged pool).
-    @inline(__always)
-    package func inHeap(_ offset: Int, _ count: Int) -> Bool {
+    @inlinable @inline(__always)
+    @_spi(Allocator) public func inHeap(_ offset: Int, _ count: Int) -> Bool {
         let end = poolEnd
         return offset >= heapOffset && count >= 0 && offset <= end && count <= end - offset
     }
 
     /// Whether `[offset, offset+count)` is persistent memory the application may change: the
     /// heap, or exactly the root slot (not the rest of the state page, the headers or the lanes).
-    @inline(__always)
-    package func isUserRange(_ offset: Int, count: Int) -> Bool {
+    @inlinable @inline(__always)
+    @_spi(Allocator) public func isUserRange(_ offset: Int, count: Int) -> Bool {
         inHeap(offset, count) || (offset == StateField.rootSlot && count == 8)
     }
 
@@ -240,7 +242,7 @@ package final class Heap: @unchecked Sendable {
     @inline(__always) func unlockExtents() { extentLock.unlock(0) }
 
     /// The lane of the calling thread.
-    @inline(__always) package func currentLane() -> Int { lanes.current(poolID: poolID) }
+    @inlinable @inline(__always) @_spi(Allocator) public func currentLane() -> Int { lanes.current(poolID: poolID) }
 
     /// A fresh log sequence number.
     @inline(__always) func nextSequence() -> UInt64 { logSequence.add(1, ordering: .relaxed).oldValue }
@@ -254,7 +256,7 @@ package final class Heap: @unchecked Sendable {
     /// Three passes: the chain of table entries (dense, cheap); the run headers and bitmaps
     /// (one page fault each on a freshly mapped pool: the cost of opening a full pool), checked
     /// and counted in parallel on all cores for large heaps; then the indexes, in address order.
-    package func load() throws(PoolError) {
+    @_spi(Allocator) public func load() throws(PoolError) {
         var extents: [(unit: Int, entry: UnitEntry)] = []
         var u = 0
         while u < units {

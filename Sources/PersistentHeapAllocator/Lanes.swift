@@ -1,20 +1,20 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 import Synchronization
 
 /// Hands out lanes to threads. A lane is a persistent redo log plus the volatile per-thread
 /// allocation state (the run each size class currently allocates from). A thread takes a lane
 /// the first time it uses a pool and keeps it (cached in a thread-local slot) until it exits,
 /// so the allocation fast path takes no lock. When every lane is taken, a new thread waits.
-package final class LaneTable: @unchecked Sendable {
-    package let count: Int
+@_spi(Allocator) public final class LaneTable: @unchecked Sendable {
+    @_spi(Allocator) public let count: Int
     private let free: Locked<[Int]>
     /// Called with a lane index when a thread gives its lane back (exit, eviction, close).
-    package var onRelease: (@Sendable (Int) -> Void)?
+    @_spi(Allocator) public var onRelease: (@Sendable (Int) -> Void)?
 
-    package init(count: Int) {
+    @_spi(Allocator) public init(count: Int) {
         self.count = count
         free = Locked(Array((0..<count).reversed()))
     }
@@ -39,18 +39,18 @@ package final class LaneTable: @unchecked Sendable {
 
 /// Pool ids, unique for the life of the process (never reused, so a stale thread-local cache
 /// entry can never name a newer pool).
-package enum PoolIdentity {
+@_spi(Allocator) public enum PoolIdentity {
     private static let next = Atomic<UInt64>(1)
-    package static func make() -> UInt64 { next.add(1, ordering: .relaxed).oldValue }
+    @_spi(Allocator) public static func make() -> UInt64 { next.add(1, ordering: .relaxed).oldValue }
 }
 
 /// Maps live pool ids to their lane tables, so a thread that exits can give its lanes back.
-package enum LaneRegistry {
+@_spi(Allocator) public enum LaneRegistry {
     final class Entry: @unchecked Sendable { weak var lanes: LaneTable? ; init(_ l: LaneTable) { lanes = l } }
     private static let table = Locked<[UInt64: Entry]>([:])
 
-    package static func register(_ id: UInt64, _ lanes: LaneTable) { table.withLock { $0[id] = Entry(lanes) } }
-    package static func unregister(_ id: UInt64) { _ = table.withLock { $0.removeValue(forKey: id) } }
+    @_spi(Allocator) public static func register(_ id: UInt64, _ lanes: LaneTable) { table.withLock { $0[id] = Entry(lanes) } }
+    @_spi(Allocator) public static func unregister(_ id: UInt64) { _ = table.withLock { $0.removeValue(forKey: id) } }
     static func lookup(_ id: UInt64) -> LaneTable? { table.withLock { $0[id]?.lanes } }
 }
 
@@ -71,15 +71,15 @@ private let laneExitHandlerInstalled: Bool = {
 
 extension LaneTable {
     /// The lane of the calling thread in pool `poolID`, taking one on first use.
-    @inline(__always)
+    @inlinable @inline(__always)
     func current(poolID: UInt64) -> Int {
         let cached = ThreadContext.lane(inPool: poolID)
         if cached >= 0 { return cached }
         return currentSlow(poolID: poolID)
     }
 
-    @inline(never)
-    private func currentSlow(poolID: UInt64) -> Int {
+    @inline(never) @usableFromInline
+    func currentSlow(poolID: UInt64) -> Int {
         _ = laneExitHandlerInstalled
         ThreadContext.registerForExit()
         let lane = acquire()
@@ -90,7 +90,7 @@ extension LaneTable {
     }
 
     /// Forgets the calling thread's cached lane of `poolID` (and gives it back).
-    package func releaseCurrent(poolID: UInt64) {
+    @_spi(Allocator) public func releaseCurrent(poolID: UInt64) {
         for i in 0..<ThreadContext.laneCacheSize {
             let (pool, lane) = ThreadContext.laneEntry(i)
             if pool == poolID {

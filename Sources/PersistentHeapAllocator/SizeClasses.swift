@@ -6,7 +6,7 @@
 /// start at `dataOffset`, aligned to the largest power of two dividing the block size (≤ 4 KiB),
 /// so a block of a size that is a multiple of N is N-aligned. Requests above 16 KiB, or aligned
 /// beyond what a class gives, are served as extents of whole units.
-import PersistentHeapCore
+@_spi(Core) import PersistentHeapCore
 
 struct SizeClass {
     let blockSize: Int

@@ -3,6 +3,7 @@
 // check again. The exit status says what happened; a crash or a hang is what the parent looks for.
 import PersistentCollections
 import PersistentHeap
+@_spi(Core) import PersistentHeapCore
 
 /// How a case ended (the child's exit status).
 enum Outcome: Int32, CaseIterable {

@@ -7,6 +7,7 @@ import Glibc
 #endif
 import PersistentCollections
 import PersistentHeap
+@_spi(Core) import PersistentHeapCore
 import PHeapTestSupport
 
 enum Corpus {

@@ -5,6 +5,7 @@
 // recovery to replay).
 import PersistentCollections
 import PersistentHeap
+@_spi(Core) import PersistentHeapCore
 
 /// The layout every fuzz pool is created with.
 let fuzzLayout = "pheap-fuzz"

@@ -4,6 +4,7 @@
 // damage (truncation, zeros, garbage, empty). The same (image, seed) always gives the same case.
 import PersistentCollections
 import PersistentHeap
+@_spi(Core) import PersistentHeapCore
 import PHeapTestSupport
 
 struct Mutator {

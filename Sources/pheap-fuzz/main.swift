@@ -19,6 +19,7 @@ import Glibc
 import Dispatch
 import PersistentCollections
 import PersistentHeap
+@_spi(Core) import PersistentHeapCore
 import PHeapTestSupport
 import Synchronization
 

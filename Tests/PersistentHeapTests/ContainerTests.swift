@@ -2,8 +2,8 @@ import PHeapTestSupport
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 struct ContainerRoot: BitwiseCopyable {
     var array: PersistentArray<Int>.Ref

@@ -6,8 +6,8 @@ import Synchronization
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 /// `PHEAP_LONG_TESTS=1` runs longer workloads, more seeds and more kills.
 let longTests = getenv("PHEAP_LONG_TESTS").map { String(cString: $0) == "1" } ?? false

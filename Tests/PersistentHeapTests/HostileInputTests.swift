@@ -5,8 +5,8 @@ import PHeapTestSupport
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 /// Every value read from a pool is untrusted input: each test here plants one of the hostile
 /// values the reliability issue found (each trapped or lost data before) and expects a clean

@@ -5,8 +5,8 @@ import PHeapTestSupport
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 struct Account: BitwiseCopyable, Equatable {
     var id: Int

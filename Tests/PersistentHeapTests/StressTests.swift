@@ -7,8 +7,8 @@ import Synchronization
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 /// Four threads on one pool, each doing a different kind of work at once: the allocator's linked
 /// operations, transactions that move money (isolated by a persistent mutex), and two writers of

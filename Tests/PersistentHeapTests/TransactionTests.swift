@@ -6,8 +6,8 @@ import Synchronization
 import Testing
 @testable import PersistentHeap
 @testable import PersistentCollections
-@testable import PersistentHeapAllocator
-@testable import PersistentHeapCore
+@_spi(Allocator) @testable import PersistentHeapAllocator
+@_spi(Core) @testable import PersistentHeapCore
 
 struct Bank: BitwiseCopyable {
     var accounts: PPointer<Account>
@@ -163,6 +163,40 @@ struct TransactionTests {
         try pool.transaction { tx in try tx.free(linkedFrom: root.field(\.head)) }
         #expect(!pool.isAllocated(head))
         #expect(try pool.load(root).head.isNull)
+    }
+
+    @Test("many blocks in one transaction: past the lane's short reservation list, all distinct and published; an abort gives all back")
+    func manyReservations() throws {
+        let pool = try pool(8 << 20)
+        // 1,500 blocks of one class span more than LaneReservations.fewLimit bitmap words, and
+        // more than Heap.fewReservations reservations: the dictionary and the sorted publish.
+        var offsets: [UInt64] = []
+        try pool.transaction { tx in
+            for i in 0..<1500 { offsets.append(try tx.allocate(bytes: i % 3 == 0 ? 48 : 64).offset) }
+        }
+        #expect(Set(offsets).count == 1500)
+        #expect(offsets.allSatisfy { pool.isAllocated(PRawPointer(offset: $0)) })
+        var report = try pool.check()
+        #expect(report.isConsistent, "\(report.findings)")
+        #expect(report.stats.objects == 1500)
+        // An aborted one of the same size publishes nothing and leaves nothing reserved.
+        #expect(throws: TestFailure.self) {
+            try pool.transaction { tx in
+                for _ in 0..<1500 { _ = try tx.allocate(bytes: 64) }
+                throw TestFailure(tag: 1)
+            }
+        }
+        report = try pool.check()
+        #expect(report.stats.objects == 1500)
+        // The space it held is handed out again, by a plain allocation and by a transaction.
+        let plain = try pool.allocate(bytes: 64)
+        #expect(!offsets.contains(plain.offset))
+        var again: [UInt64] = []
+        try pool.transaction { tx in for _ in 0..<20 { again.append(try tx.allocate(bytes: 64).offset) } }
+        #expect(Set(again + offsets + [plain.offset]).count == 1521)
+        report = try pool.check()
+        #expect(report.isConsistent, "\(report.findings)")
+        #expect(report.stats.objects == 1521)
     }
 
     @Test("out of space in the middle of a transaction aborts it cleanly")

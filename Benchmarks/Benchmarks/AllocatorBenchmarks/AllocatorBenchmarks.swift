@@ -12,6 +12,7 @@
 import Glibc
 #endif
 import Benchmark
+import PersistentCollections
 import PersistentHeap
 
 private struct BenchRoot: BitwiseCopyable {

@@ -12,6 +12,7 @@
 import Glibc
 #endif
 import GRDB
+import PersistentCollections
 import PersistentHeap
 
 func now() -> Double {

@@ -4,14 +4,14 @@
 /// address (another process, another run). It can be stored inside persistent objects.
 ///
 /// Only `BitwiseCopyable` types can be the pointee, so the compiler keeps class references,
-/// `String`s and `Array`s — pointers into process memory — out of the pool. (Raw pointer
-/// fields such as `UnsafeRawPointer` are bitwise-copyable too: never store them in a pool,
+/// `String`s and `Array`s — pointers into process memory — out of the pool. (Raw pointers
+/// are bitwise-copyable too: never store them in a pool,
 /// their addresses mean nothing after the process ends.)
 ///
 /// Dereference through the pool: ``Pool/load(_:)``, ``Pool/store(_:at:)``,
 /// ``Pool/withMutable(_:_:)`` (checked), or ``Pool/unsafeAddress(of:)`` (unchecked fast path).
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 @frozen
 public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Comparable, Sendable, CustomStringConvertible {

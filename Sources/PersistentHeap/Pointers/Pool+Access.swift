@@ -6,8 +6,8 @@
 //   subscript                         checked, traps on a bad pointer; the setter persists
 //   withUnsafePointer / withUnsafeMutablePointer, unsafeAddress(of:)   Pool+Unsafe.swift
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// Direct writes inside a transaction of the same thread would bypass it (and be lost or
@@ -33,32 +33,52 @@ extension Pool {
     /// Validates that `count` elements of `T` at `p` lie inside the heap, aligned; returns the
     /// pool offset. Every quantity is checked before it is used in arithmetic: a pointer or count
     /// read from a damaged pool gets `invalidPointer` / `invalidArgument`, never a trap.
-    ///
-    /// `@inline(never)`: Swift 6.3.1 miscompiles this generic typed-throws function when it is
-    /// inlined into the (generic, typed-throws) accessors below and optimized across modules:
-    /// callers saw a spurious, uninitialised `PoolError`. Found by the release `selftest` of
-    /// Benchmarks/pheap-compare, which CI runs.
-    @inline(never)
+    @inline(__always)
     func checkedOffset<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) -> Int {
+        try checkedRange(p.offset, count: count, stride: MemoryLayout<T>.stride, size: MemoryLayout<T>.size,
+                         alignment: MemoryLayout<T>.alignment, type: T.self)
+    }
+
+    /// The checks of ``checkedOffset(_:count:)``, for any type: not generic, so that the
+    /// inlined, specialized accessors share one out-of-line copy.
+    ///
+    /// `@inline(never)`: Swift 6.3.1 miscompiled the generic form of this typed-throws function
+    /// when it was inlined into the (generic, typed-throws) accessors and optimized across
+    /// modules: callers saw a spurious, uninitialised `PoolError`. Found by the release
+    /// `selftest` of Benchmarks/pheap-compare, which CI runs.
+    @usableFromInline @inline(never)
+    func checkedRange(_ offset: UInt64, count: Int, stride: Int, size: Int, alignment: Int, type: Any.Type) throws(PoolError) -> Int {
         try checkOpen()
-        guard p.offset != 0 else { throw PoolError(.invalidPointer, "null pointer dereferenced", path: path) }
-        guard let size = Pool.byteSize(T.self, count: count) else {
-            throw PoolError(.invalidArgument, "count \(count) of \(T.self) is negative or too large", path: path)
+        guard offset != 0 else { throw PoolError(.invalidPointer, "null pointer dereferenced", path: path) }
+        guard count >= 0 else { throw PoolError(.invalidArgument, "count \(count) of \(type) is negative", path: path) }
+        var bytes = 0
+        if count > 0 {
+            let (extra, o1) = stride.multipliedReportingOverflow(by: count - 1)
+            let (total, o2) = extra.addingReportingOverflow(size)
+            guard !o1 && !o2 else { throw PoolError(.invalidArgument, "count \(count) of \(type) is too large", path: path) }
+            bytes = total
         }
-        let o = Int(truncatingIfNeeded: p.offset)
-        guard heap.inHeap(o, size) else {
-            throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) (\(size) bytes) lies outside the heap", path: path)
+        let o = Int(truncatingIfNeeded: offset)
+        guard heap.inHeap(o, bytes) else {
+            throw PoolError(.invalidPointer, "pointer 0x\(String(offset, radix: 16)) (\(bytes) bytes) lies outside the heap", path: path)
         }
-        guard o % MemoryLayout<T>.alignment == 0 else {
-            throw PoolError(.invalidPointer, "pointer 0x\(String(p.offset, radix: 16)) is not aligned to \(MemoryLayout<T>.alignment) for \(T.self)", path: path)
+        guard o % alignment == 0 else {
+            throw PoolError(.invalidPointer, "pointer 0x\(String(offset, radix: 16)) is not aligned to \(alignment) for \(type)", path: path)
         }
         return o
     }
 
+    /// A read-only view of the value of `size` bytes at `offset`, validated (``checkedRange``).
+    @usableFromInline
+    func checkedView(_ offset: UInt64, size: Int, alignment: Int, type: Any.Type) throws(PoolError) -> ByteView {
+        bytes.view(at: try checkedRange(offset, count: 1, stride: size, size: size, alignment: alignment, type: type), count: size)
+    }
+
     /// Reads the value `p` points at.
     /// - Throws: `invalidPointer` when `p` is null, misaligned or outside the heap.
+    @inlinable
     public func load<T>(_ p: PPointer<T>) throws(PoolError) -> T {
-        bytes.load(T.self, at: try checkedOffset(p))
+        try checkedView(p.offset, size: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment, type: T.self).load(T.self, at: 0)
     }
 
     /// Stores `value` at `p` and makes it durable.

@@ -2,8 +2,8 @@
 // give out addresses (Transaction+Unsafe.swift is the other). Everything here is for code that
 // measured the checked accessors (Pool+Access.swift) to be too slow, or that calls C.
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// Calls `body` with the address of `count` elements at `p` (validated: inside the heap,

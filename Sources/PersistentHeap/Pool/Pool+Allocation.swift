@@ -1,7 +1,7 @@
 // The allocator's public API. Every call here is durable when it returns.
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// Validates a request and returns the size to allocate.

@@ -1,7 +1,7 @@
 // The pool's consistency check and statistics (the allocator's full check).
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// A full consistency check of the heap (not only the header): every unit-table entry and

@@ -1,7 +1,7 @@
 // Package-only: the map of this pool's regions, for the mutation fuzzer and tests.
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// The regions of this pool (see `Heap.regions`). Call while no other thread uses the pool.

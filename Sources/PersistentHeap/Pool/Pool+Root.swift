@@ -1,8 +1,8 @@
 // The root object: the one persistent object a pool can always find, from which an
 // application reaches everything else. Its offset lives in the root slot of the state page.
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
     /// The pool offset of the root slot (an 8-byte persistent pointer in the state page).
@@ -17,7 +17,7 @@ extension Pool {
     public func root<T: BitwiseCopyable>(_ type: T.Type) throws(PoolError) -> PPointer<T> {
         try checkOpen()
         let size = max(MemoryLayout<T>.size, 1)
-        return try rootLock.withLock { (_) throws(PoolError) -> PPointer<T> in
+        return try rootLock.withLock { () throws(PoolError) -> PPointer<T> in
             let current = bytes.atomicLoad(Pool.rootSlotOffset, .acquiring)
             if current != 0 {
                 let usable = try heap.usableSize(at: Int(truncatingIfNeeded: current))

@@ -1,5 +1,5 @@
-import PersistentHeapAllocator
-import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
 
 extension Pool {
     /// The calling thread's transaction in this pool, if one is running: what a structure built

@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 import Synchronization
 
 /// A persistent heap in one file, mapped into memory.
@@ -58,7 +58,7 @@ public final class Pool: @unchecked Sendable {
     /// Owns `txStates` (freed when the pool goes away — including when `init` fails midway,
     /// where no `deinit` runs).
     private let transactionStates: TransactionStates
-    let rootLock = Locked<Void>(())
+    let rootLock = BlockingLock()
 
     /// The simulated media (tests), or nil for a file pool.
     public var simulatedMedia: SimulatedMedia? { persistence.media }

@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 /// What `pheap info` shows: the header, the shutdown state and the root.
 public struct PoolInfo: Sendable, Equatable, Codable {

@@ -1,6 +1,6 @@
 /// Options for creating and opening pools.
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 public struct PoolOptions: Sendable {
     /// How stores are made durable.

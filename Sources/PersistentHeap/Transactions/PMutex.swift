@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 /// A mutex that lives inside persistent objects (8 bytes), for isolating threads that change
 /// the same persistent data — transactions give atomicity against crashes, not isolation.

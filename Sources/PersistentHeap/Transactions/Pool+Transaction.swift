@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 // Transactions: a volatile write set, then one redo log at commit.
 //
@@ -124,11 +124,11 @@ extension Pool {
     }
 
     /// Bytes the commit log takes.
-    private func logBytes(_ ctx: FixedArray<TransactionState>) -> Int {
+    private func logBytes(_ ctx: FixedArray<TransactionState>, publishEntries: Int) -> Int {
         var n = 0
         for r in ctx[0].writeSet.ranges { n += RedoLog.writeEntrySize(r) }
         for b in ctx[0].fresh where b.written { n += 16 }
-        n += 16 * heap.publishEntries(ctx[0].reservations)
+        n += 16 * publishEntries
         n += Heap.freeEntryBytes * ctx[0].frees.count
         return n
     }
@@ -136,7 +136,8 @@ extension Pool {
     private func commitTransaction(_ context: TransactionContext) throws(PoolError) {
         let lane = context.lane
         let ctx = context.state
-        let total = logBytes(ctx)
+        let publishEntries = heap.publishEntries(ctx[0].reservations)
+        let total = logBytes(ctx, publishEntries: publishEntries)
         var log: RedoLog
         var ext: (offset: Int, capacity: Int)?
         var fast = total <= LaneLayout.fastLogSize - LogField.payload
@@ -168,7 +169,7 @@ extension Pool {
             room(&log, RedoLog.writeEntrySize(r))
             log.appendWrite(r)
         }
-        room(&log, 16 * heap.publishEntries(ctx[0].reservations))
+        room(&log, 16 * publishEntries)
         heap.appendPublish(ctx[0].reservations, to: &log)
         for f in ctx[0].frees { room(&log, Heap.freeEntryBytes); heap.appendFree(f, to: &log) }
         heap.commit(&log, lane: lane)

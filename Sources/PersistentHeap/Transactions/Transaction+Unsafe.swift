@@ -3,14 +3,16 @@
 // bounds-checked views: ``Transaction/withMutableView(of:count:_:)`` and
 // ``Transaction/allocate(bytes:alignment:writing:)``.
 
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 extension Transaction {
     /// Snapshots `count` bytes at `p` and lets `body` change them; the bytes are written at commit.
     /// - Warning: Do not let the buffer escape `body`.
     public func withMutableBytes<R>(of p: PRawPointer, count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        try withMutableView(of: p, count: count) { view in try view.withUnsafeMutableBytes(body) }
+        let ctx = try live()
+        let o = try range(p.offset, count)
+        return try target(ctx, o, count).withUnsafeMutableBytes(body)
     }
 
     /// Allocates `bytes` bytes and lets `initialize` write their contents in place (see

@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 /// A failure-atomic transaction, passed to the body of ``Pool/transaction(_:)``.
 ///
@@ -49,22 +49,48 @@ public struct Transaction {
     // MARK: Reading and writing
 
     /// The value at `p` as this transaction sees it (its own writes included).
+    @inlinable
     public func read<T>(_ p: PPointer<T>) throws(PoolError) -> T {
+        // Inlined into the caller (specialized for `T`); the checks are one non-generic call.
+        if let view = try readView(p.offset, size: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment, type: T.self) {
+            return view.load(T.self, at: 0)
+        }
+        return try readThroughWriteSet(p)
+    }
+
+    /// The bytes of `[offset, offset+size)` for a typed read, validated (open, this thread's
+    /// live transaction, inside the heap, aligned), or nil when the transaction's own writes
+    /// overlap them (``readThroughWriteSet(_:)`` composes those).
+    @usableFromInline
+    func readView(_ offset: UInt64, size: Int, alignment: Int, type: Any.Type) throws(PoolError) -> ByteView? {
+        let ctx = try live()
+        let o = try range(offset, size)
+        guard o % alignment == 0 else { throw misaligned(offset, alignment, type) }
+        if ctx[0].writeSet.isEmpty || !ctx[0].writeSet.overlaps(o, size) { return pool.bytes.view(at: o, count: size) }
+        return nil
+    }
+
+    /// A typed read of a range the transaction has written (its shadows over the pool's bytes).
+    @usableFromInline
+    func readThroughWriteSet<T>(_ p: PPointer<T>) throws(PoolError) -> T {
         let ctx = try live()
         let o = try range(p.offset, MemoryLayout<T>.size)
-        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
-        if ctx[0].writeSet.isEmpty || !ctx[0].writeSet.overlaps(o, MemoryLayout<T>.size) {
-            return pool.bytes.load(T.self, at: o)
-        }
         return ctx[0].writeSet.load(T.self, at: o, memory: pool.bytes)
     }
 
     /// Writes `value` to `p` at commit.
+    @inlinable
     public func write<T>(_ value: T, to p: PPointer<T>) throws(PoolError) {
+        try writeView(p.offset, size: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment, type: T.self).store(value, at: 0)
+    }
+
+    /// Where a typed write of `[offset, offset+size)` goes, validated (see ``readView``).
+    @usableFromInline
+    func writeView(_ offset: UInt64, size: Int, alignment: Int, type: Any.Type) throws(PoolError) -> MutableByteView {
         let ctx = try live()
-        let o = try range(p.offset, MemoryLayout<T>.size)
-        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
-        target(ctx, o, MemoryLayout<T>.size).store(value, at: 0)
+        let o = try range(offset, size)
+        guard o % alignment == 0 else { throw misaligned(offset, alignment, type) }
+        return target(ctx, o, size)
     }
 
     /// Where the transaction writes `[o, o+n)`: in place inside a block it allocated, else a
@@ -86,11 +112,9 @@ public struct Transaction {
     ///     try tx.update(to) { $0.balance += 10 }
     /// }
     /// ```
+    @inlinable
     public func update<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
-        let ctx = try live()
-        let o = try range(p.offset, MemoryLayout<T>.size)
-        guard o % MemoryLayout<T>.alignment == 0 else { throw misaligned(p.offset, T.self) }
-        let view = target(ctx, o, MemoryLayout<T>.size)
+        let view = try writeView(p.offset, size: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment, type: T.self)
         var value = view.load(T.self, at: 0)
         let result = try body(&value)
         view.store(value, at: 0)
@@ -203,7 +227,7 @@ public struct Transaction {
         try write(.null, to: slot)
     }
 
-    private func misaligned<T>(_ offset: UInt64, _: T.Type) -> PoolError {
-        PoolError(.invalidPointer, "pointer 0x\(String(offset, radix: 16)) is not aligned to \(MemoryLayout<T>.alignment) for \(T.self)", path: pool.path)
+    private func misaligned(_ offset: UInt64, _ alignment: Int, _ type: Any.Type) -> PoolError {
+        PoolError(.invalidPointer, "pointer 0x\(String(offset, radix: 16)) is not aligned to \(alignment) for \(type)", path: pool.path)
     }
 }

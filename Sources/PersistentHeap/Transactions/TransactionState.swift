@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeapCore
-import PersistentHeapAllocator
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
 
 /// The mutable state of a lane's transactions. It lives out of line (a core `FixedArray` of
 /// one element, ``TransactionContext``): mutating struct properties of a class through the class

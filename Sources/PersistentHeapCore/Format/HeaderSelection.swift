@@ -4,12 +4,12 @@
 /// - one valid: it is used and the other is rewritten from it;
 /// - none valid: the most specific error — a newer major version or unknown feature flag in
 ///   either copy, else `notAPool` when neither copy has the magic, else `corruptedHeader`.
-package enum HeaderSelection {
+@_spi(Core) public enum HeaderSelection {
     /// Which copy, if any, must be rewritten from the chosen one.
-    package enum Repair: Equatable { case none, primary, backup }
+    @_spi(Core) public enum Repair: Equatable, Sendable { case none, primary, backup }
 
     /// Selects from a pool image (a file's bytes): the primary at 0, the backup at 0x1000.
-    package static func select(image: [UInt8], path: String?) throws(PoolError) -> (PoolHeader, Repair) {
+    @_spi(Core) public static func select(image: [UInt8], path: String?) throws(PoolError) -> (PoolHeader, Repair) {
         guard image.count >= Format.headerSize else {
             throw PoolError(.tooSmall, "the image is \(image.count) bytes, smaller than a pool header", path: path)
         }
@@ -21,7 +21,7 @@ package enum HeaderSelection {
 
     /// Reads both copies from the file with `pread` (no mapping: a short file cannot fault) and
     /// selects one.
-    package static func read(_ fd: FileDescriptor, fileSize: Int) throws(PoolError) -> (PoolHeader, Repair) {
+    @_spi(Core) public static func read(_ fd: FileDescriptor, fileSize: Int) throws(PoolError) -> (PoolHeader, Repair) {
         if fileSize == 0 { throw PoolError(.tooSmall, "the file is empty", path: fd.path) }
         if fileSize < Format.headerSize {
             throw PoolError(.tooSmall, "the file is \(fileSize) bytes, smaller than a pool header", path: fd.path)
@@ -32,7 +32,7 @@ package enum HeaderSelection {
     }
 
     /// Selects between two header copies given as bytes.
-    package static func select(primary: [UInt8], backup: [UInt8]?, path: String?) throws(PoolError) -> (PoolHeader, Repair) {
+    @_spi(Core) public static func select(primary: [UInt8], backup: [UInt8]?, path: String?) throws(PoolError) -> (PoolHeader, Repair) {
         try typedThrows {
             try primary.withUnsafeBytes { p in
                 if let backup {

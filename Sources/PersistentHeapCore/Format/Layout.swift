@@ -11,83 +11,83 @@
 //   heap    heap units of 4 KiB: free extents, large objects, runs of small blocks
 
 /// Format constants.
-package enum Format {
+@_spi(Core) public enum Format {
     /// "PHEAPOOL" as a little-endian UInt64.
-    package static let magic: UInt64 = 0x4C4F_4F50_4145_4850
+    @_spi(Core) public static let magic: UInt64 = 0x4C4F_4F50_4145_4850
     /// Incompatible changes bump the major version; a pool with a newer major is refused.
-    package static let major: UInt16 = 1
+    @_spi(Core) public static let major: UInt16 = 1
     /// Compatible additions bump the minor version; any minor of a known major opens.
-    package static let minor: UInt16 = 0
+    @_spi(Core) public static let minor: UInt16 = 0
 
-    package static let page = 4096
-    package static let primaryHeaderOffset = 0
-    package static let backupHeaderOffset = 0x1000
-    package static let statePageOffset = 0x2000
-    package static let laneRegionOffset = 0x3000
+    @_spi(Core) public static let page = 4096
+    @_spi(Core) public static let primaryHeaderOffset = 0
+    @_spi(Core) public static let backupHeaderOffset = 0x1000
+    @_spi(Core) public static let statePageOffset = 0x2000
+    @_spi(Core) public static let laneRegionOffset = 0x3000
 
     /// Bytes of a header covered by the checksum, plus the checksum itself.
-    package static let headerSize = 256
-    package static let layoutNameMax = 64
+    @_spi(Core) public static let headerSize = 256
+    @_spi(Core) public static let layoutNameMax = 64
 
     /// Heap unit size: the granularity of extents, growth, shrink and hole punching.
-    package static let unitSize = 4096
-    package static let unitShift = 12
+    @_spi(Core) public static let unitSize = 4096
+    @_spi(Core) public static let unitShift = 12
 
     /// Bytes per lane (one redo log).
-    package static let laneSize = 2048
+    @_spi(Core) public static let laneSize = 2048
 
     /// Smallest pool accepted by `create`.
-    package static let minimumPoolSize = 256 << 10
+    @_spi(Core) public static let minimumPoolSize = 256 << 10
 
     /// Incompatible feature flags this version understands (none yet).
-    package static let knownIncompatFlags: UInt64 = 0
+    @_spi(Core) public static let knownIncompatFlags: UInt64 = 0
 }
 
 /// Byte offsets of the pool header fields (both copies).
-package enum HeaderField {
-    package static let magic = 0           // UInt64
-    package static let major = 8           // UInt16
-    package static let minor = 10          // UInt16
-    package static let headerSize = 12     // UInt32
-    package static let uuid = 16           // 16 bytes
-    package static let layout = 32         // 64 bytes, UTF-8, zero padded
-    package static let created = 96        // Int64, nanoseconds since 1970
-    package static let poolSize = 104      // UInt64, bytes of the pool in use (≤ file size)
-    package static let maxSize = 112       // UInt64, growth limit and unit-table capacity
-    package static let growStep = 120      // UInt64, bytes added per growth (0: no growth)
-    package static let compatFlags = 128   // UInt64
-    package static let incompatFlags = 136 // UInt64
-    package static let laneOffset = 144    // UInt64
-    package static let laneCount = 152     // UInt32
-    package static let laneSize = 156      // UInt32
-    package static let tableOffset = 160   // UInt64
-    package static let heapOffset = 168    // UInt64
-    package static let unitSize = 176      // UInt32
-    package static let maxUnits = 180      // UInt32, unit-table entries
+@_spi(Core) public enum HeaderField {
+    @_spi(Core) public static let magic = 0           // UInt64
+    @_spi(Core) public static let major = 8           // UInt16
+    @_spi(Core) public static let minor = 10          // UInt16
+    @_spi(Core) public static let headerSize = 12     // UInt32
+    @_spi(Core) public static let uuid = 16           // 16 bytes
+    @_spi(Core) public static let layout = 32         // 64 bytes, UTF-8, zero padded
+    @_spi(Core) public static let created = 96        // Int64, nanoseconds since 1970
+    @_spi(Core) public static let poolSize = 104      // UInt64, bytes of the pool in use (≤ file size)
+    @_spi(Core) public static let maxSize = 112       // UInt64, growth limit and unit-table capacity
+    @_spi(Core) public static let growStep = 120      // UInt64, bytes added per growth (0: no growth)
+    @_spi(Core) public static let compatFlags = 128   // UInt64
+    @_spi(Core) public static let incompatFlags = 136 // UInt64
+    @_spi(Core) public static let laneOffset = 144    // UInt64
+    @_spi(Core) public static let laneCount = 152     // UInt32
+    @_spi(Core) public static let laneSize = 156      // UInt32
+    @_spi(Core) public static let tableOffset = 160   // UInt64
+    @_spi(Core) public static let heapOffset = 168    // UInt64
+    @_spi(Core) public static let unitSize = 176      // UInt32
+    @_spi(Core) public static let maxUnits = 180      // UInt32, unit-table entries
     // 184..<252 reserved, zero
-    package static let checksum = 252      // UInt32, CRC-32C of bytes 0..<252
+    @_spi(Core) public static let checksum = 252      // UInt32, CRC-32C of bytes 0..<252
 }
 
 /// Byte offsets in the state page (absolute: statePageOffset + field). Not checksummed: each
 /// field is a single 8-byte word updated atomically and validated on use.
-package enum StateField {
+@_spi(Core) public enum StateField {
     /// `ShutdownState.clean` after `close()`, `.dirty` while open for writing.
-    package static let shutdown = Format.statePageOffset + 0
+    @_spi(Core) public static let shutdown = Format.statePageOffset + 0
     /// Incremented at every read-write open; persistent mutexes compare against it.
-    package static let session = Format.statePageOffset + 8
+    @_spi(Core) public static let session = Format.statePageOffset + 8
     /// The root slot: offset of the root object, 0 when none.
-    package static let rootSlot = Format.statePageOffset + 64
+    @_spi(Core) public static let rootSlot = Format.statePageOffset + 64
 }
 
 /// The state page's words, decoded from its bytes (read with `pread`, not mapped).
-package struct StatePage {
+@_spi(Core) public struct StatePage {
     /// Bytes that hold every field.
-    package static let size = StateField.rootSlot + 8 - Format.statePageOffset
-    package let shutdown: UInt64
-    package let session: UInt64
-    package let root: UInt64
+    @_spi(Core) public static let size = StateField.rootSlot + 8 - Format.statePageOffset
+    @_spi(Core) public let shutdown: UInt64
+    @_spi(Core) public let session: UInt64
+    @_spi(Core) public let root: UInt64
 
-    package init(_ bytes: [UInt8]) {
+    @_spi(Core) public init(_ bytes: [UInt8]) {
         func word(_ field: Int) -> UInt64 {
             let at = field - Format.statePageOffset
             guard at + 8 <= bytes.count else { return 0 }
@@ -100,9 +100,9 @@ package struct StatePage {
 }
 
 /// Values of the shutdown-state word.
-package enum ShutdownState {
-    package static let clean: UInt64 = 0x4E41_454C_43   // "CLEAN"
-    package static let dirty: UInt64 = 0x59_5452_4944   // "DIRTY"
+@_spi(Core) public enum ShutdownState {
+    @_spi(Core) public static let clean: UInt64 = 0x4E41_454C_43   // "CLEAN"
+    @_spi(Core) public static let dirty: UInt64 = 0x59_5452_4944   // "DIRTY"
 }
 
 /// A unit-table entry (8 bytes, one per heap unit). Only the entry of an extent's first unit is
@@ -115,34 +115,34 @@ package enum ShutdownState {
 ///                   Advisory, outside the check byte: set and cleared without a fence of its
 ///                   own. At open, runs hinted full are indexed without reading their pages.
 ///     bits 56..<64  check byte over bits 0..<55 (detects garbage in a walked entry)
-package struct UnitEntry: Equatable {
-    package var raw: UInt64
+@_spi(Core) public struct UnitEntry: Equatable, Sendable {
+    @_spi(Core) public var raw: UInt64
 
-    package static let fullHint: UInt64 = 1 << 55
+    @_spi(Core) public static let fullHint: UInt64 = 1 << 55
     private static let checkedBits: UInt64 = 0x007f_ffff_ffff_ffff
 
-    package init(raw: UInt64) { self.raw = raw }
+    @_spi(Core) public init(raw: UInt64) { self.raw = raw }
 
-    package init(kind: UnitKind, length: Int, sizeClass: Int = 0) {
+    @_spi(Core) public init(kind: UnitKind, length: Int, sizeClass: Int = 0) {
         let low = UInt64(kind.rawValue) | UInt64(sizeClass & 0xff) << 8 | (UInt64(length) & 0x7f_ffff_ffff) << 16
         raw = low | UInt64(UnitEntry.check(low)) << 56
     }
 
-    package static func check(_ low: UInt64) -> UInt8 {
+    @_spi(Core) public static func check(_ low: UInt64) -> UInt8 {
         UInt8(truncatingIfNeeded: (low &* 0x9E37_79B9_7F4A_7C15) >> 56) ^ 0xA5
     }
 
-    package var kind: UnitKind? { UnitKind(rawValue: UInt8(truncatingIfNeeded: raw)) }
-    package var sizeClass: Int { Int((raw >> 8) & 0xff) }
-    package var length: Int { Int((raw >> 16) & 0x7f_ffff_ffff) }
-    package var isHintedFull: Bool { raw & UnitEntry.fullHint != 0 }
-    package var isWellFormed: Bool {
+    @_spi(Core) public var kind: UnitKind? { UnitKind(rawValue: UInt8(truncatingIfNeeded: raw)) }
+    @_spi(Core) public var sizeClass: Int { Int((raw >> 8) & 0xff) }
+    @_spi(Core) public var length: Int { Int((raw >> 16) & 0x7f_ffff_ffff) }
+    @_spi(Core) public var isHintedFull: Bool { raw & UnitEntry.fullHint != 0 }
+    @_spi(Core) public var isWellFormed: Bool {
         kind != nil && kind != UnitKind.none && length > 0 && UInt8(raw >> 56) == UnitEntry.check(raw & UnitEntry.checkedBits)
     }
 }
 
 /// What an extent of units holds.
-package enum UnitKind: UInt8 {
+@_spi(Core) public enum UnitKind: UInt8, Sendable {
     case none = 0   // interior of an extent, or never written
     case free = 1   // free extent
     case used = 2   // one large object starting at the extent's first byte
@@ -152,18 +152,18 @@ package enum UnitKind: UInt8 {
 /// The header at the start of every run (64 bytes), followed by the allocation bitmap
 /// (1 = allocated; bits past `blockCount` are set) and, at `dataOffset`, the blocks.
 /// Immutable while the run exists; the bitmap is the only mutable part.
-package enum RunField {
-    package static let magic = 0        // UInt32 "PRUN"
-    package static let sizeClass = 4    // UInt16
-    package static let units = 6        // UInt16
-    package static let blockSize = 8    // UInt32
-    package static let blockCount = 12  // UInt32
-    package static let dataOffset = 16  // UInt32
-    package static let bitmapWords = 20 // UInt32
+@_spi(Core) public enum RunField {
+    @_spi(Core) public static let magic = 0        // UInt32 "PRUN"
+    @_spi(Core) public static let sizeClass = 4    // UInt16
+    @_spi(Core) public static let units = 6        // UInt16
+    @_spi(Core) public static let blockSize = 8    // UInt32
+    @_spi(Core) public static let blockCount = 12  // UInt32
+    @_spi(Core) public static let dataOffset = 16  // UInt32
+    @_spi(Core) public static let bitmapWords = 20 // UInt32
     // 24..<60 reserved, zero
-    package static let checksum = 60    // UInt32, CRC-32C of bytes 0..<60
-    package static let bitmap = 64
-    package static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
+    @_spi(Core) public static let checksum = 60    // UInt32, CRC-32C of bytes 0..<60
+    @_spi(Core) public static let bitmap = 64
+    @_spi(Core) public static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
 }
 
 /// A lane holds three redo logs: two one-line "fast" logs used alternately by allocator
@@ -175,14 +175,14 @@ package enum RunField {
 ///     128  extension slot    UInt64: a log extension block of the running transaction, or 0
 ///     136  reserved          (56 bytes)
 ///     192  main log          (laneSize - 192 bytes)
-package enum LaneLayout {
-    package static let fastLogs = [0, 64]
-    package static let fastLogSize = 64
-    package static let extensionSlot = 128
-    package static let mainLog = 192
-    package static let mainLogSize = Format.laneSize - 192
+@_spi(Core) public enum LaneLayout {
+    @_spi(Core) public static let fastLogs = [0, 64]
+    @_spi(Core) public static let fastLogSize = 64
+    @_spi(Core) public static let extensionSlot = 128
+    @_spi(Core) public static let mainLog = 192
+    @_spi(Core) public static let mainLogSize = Format.laneSize - 192
     /// (offset within the lane, size) of every log of a lane.
-    package static let logs = [(0, 64), (64, 64), (192, Format.laneSize - 192)]
+    @_spi(Core) public static let logs = [(0, 64), (64, 64), (192, Format.laneSize - 192)]
 }
 
 /// A redo log: a 16-byte header, then entries up to the log's size, continued in extension
@@ -194,15 +194,15 @@ package enum LaneLayout {
 ///     16  payload   entries, 8-byte aligned
 ///
 /// Entry word 0: op (bits 56..<64) | pool offset (bits 0..<56); word 1: operand.
-package enum LogField {
-    package static let seq = 0
-    package static let bytes = 8
-    package static let checksum = 12
-    package static let payload = 16
+@_spi(Core) public enum LogField {
+    @_spi(Core) public static let seq = 0
+    @_spi(Core) public static let bytes = 8
+    @_spi(Core) public static let checksum = 12
+    @_spi(Core) public static let payload = 16
 }
 
 /// Redo-log operations.
-package enum LogOp: UInt8 {
+@_spi(Core) public enum LogOp: UInt8, Sendable {
     /// Store the 8-byte operand at the offset.
     case write8 = 1
     /// OR the operand into the 8-byte word at the offset (setting allocation bits).
@@ -226,10 +226,10 @@ package enum LogOp: UInt8 {
 ///     0  capacity  UInt64  payload capacity of this block
 ///     8  magic     UInt64  "PHLOGEXT" xor the pool offset of the slot it is linked from: only a
 ///                          block carrying it is freed by recovery (never a stray value's target)
-package enum LogExtensionField {
-    package static let capacity = 0
-    package static let magic = 8
-    package static let header = 16
-    package static let magicValue: UInt64 = 0x5458_4547_4F4C_4850 // "PHLOGEXT"
-    package static func magic(slot: Int) -> UInt64 { magicValue ^ UInt64(truncatingIfNeeded: slot) }
+@_spi(Core) public enum LogExtensionField {
+    @_spi(Core) public static let capacity = 0
+    @_spi(Core) public static let magic = 8
+    @_spi(Core) public static let header = 16
+    @_spi(Core) public static let magicValue: UInt64 = 0x5458_4547_4F4C_4850 // "PHLOGEXT"
+    @_spi(Core) public static func magic(slot: Int) -> UInt64 { magicValue ^ UInt64(truncatingIfNeeded: slot) }
 }

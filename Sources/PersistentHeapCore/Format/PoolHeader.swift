@@ -1,25 +1,25 @@
 /// The pool header (superblock), decoded. Two identical copies live in the file (primary at
 /// 0x0000, backup at 0x1000), each protected by a CRC-32C; see `Layout.swift` for the bytes.
-package struct PoolHeader: Equatable, Sendable {
-    package var major: UInt16 = Format.major
-    package var minor: UInt16 = Format.minor
-    package var uuid: [UInt8]             // 16 bytes
-    package var layout: String
-    package var createdNanos: Int64
-    package var poolSize: UInt64
-    package var maxSize: UInt64
-    package var growStep: UInt64
-    package var compatFlags: UInt64 = 0
-    package var incompatFlags: UInt64 = 0
-    package var laneOffset: UInt64
-    package var laneCount: UInt32
-    package var laneSize: UInt32 = UInt32(Format.laneSize)
-    package var tableOffset: UInt64
-    package var heapOffset: UInt64
-    package var unitSize: UInt32 = UInt32(Format.unitSize)
-    package var maxUnits: UInt32
+@_spi(Core) public struct PoolHeader: Equatable, Sendable {
+    @_spi(Core) public var major: UInt16 = Format.major
+    @_spi(Core) public var minor: UInt16 = Format.minor
+    @_spi(Core) public var uuid: [UInt8]             // 16 bytes
+    @_spi(Core) public var layout: String
+    @_spi(Core) public var createdNanos: Int64
+    @_spi(Core) public var poolSize: UInt64
+    @_spi(Core) public var maxSize: UInt64
+    @_spi(Core) public var growStep: UInt64
+    @_spi(Core) public var compatFlags: UInt64 = 0
+    @_spi(Core) public var incompatFlags: UInt64 = 0
+    @_spi(Core) public var laneOffset: UInt64
+    @_spi(Core) public var laneCount: UInt32
+    @_spi(Core) public var laneSize: UInt32 = UInt32(Format.laneSize)
+    @_spi(Core) public var tableOffset: UInt64
+    @_spi(Core) public var heapOffset: UInt64
+    @_spi(Core) public var unitSize: UInt32 = UInt32(Format.unitSize)
+    @_spi(Core) public var maxUnits: UInt32
 
-    package init(major: UInt16 = Format.major, minor: UInt16 = Format.minor, uuid: [UInt8], layout: String, createdNanos: Int64,
+    @_spi(Core) public init(major: UInt16 = Format.major, minor: UInt16 = Format.minor, uuid: [UInt8], layout: String, createdNanos: Int64,
                  poolSize: UInt64, maxSize: UInt64, growStep: UInt64, compatFlags: UInt64 = 0, incompatFlags: UInt64 = 0,
                  laneOffset: UInt64, laneCount: UInt32, laneSize: UInt32 = UInt32(Format.laneSize), tableOffset: UInt64,
                  heapOffset: UInt64, unitSize: UInt32 = UInt32(Format.unitSize), maxUnits: UInt32) {
@@ -43,10 +43,10 @@ package struct PoolHeader: Equatable, Sendable {
     }
 
     /// Number of heap units in use (from `poolSize`).
-    package var units: Int { Int((poolSize - heapOffset) >> UInt64(Format.unitShift)) }
+    @_spi(Core) public var units: Int { Int((poolSize - heapOffset) >> UInt64(Format.unitShift)) }
 
     /// Encodes into a 256-byte header with its checksum.
-    package func encode() -> [UInt8] {
+    @_spi(Core) public func encode() -> [UInt8] {
         var b = [UInt8](repeating: 0, count: Format.headerSize)
         b.withUnsafeMutableBytes { p in
             p.storeBytes(of: Format.magic, toByteOffset: HeaderField.magic, as: UInt64.self)
@@ -76,7 +76,7 @@ package struct PoolHeader: Equatable, Sendable {
     }
 
     /// Why a header copy was rejected.
-    package enum DecodeFailure: Error, Equatable {
+    @_spi(Core) public enum DecodeFailure: Error, Equatable, Sendable {
         case badMagic
         case badChecksum
         case versionTooNew(UInt16, UInt16)
@@ -86,7 +86,7 @@ package struct PoolHeader: Equatable, Sendable {
 
     /// Decodes and validates one header copy. Validation covers everything later code relies
     /// on to stay inside the file: region offsets ordered and aligned, sizes consistent.
-    package static func decode(_ bytes: UnsafeRawBufferPointer) -> Result<PoolHeader, DecodeFailure> {
+    @_spi(Core) public static func decode(_ bytes: UnsafeRawBufferPointer) -> Result<PoolHeader, DecodeFailure> {
         guard bytes.count >= Format.headerSize else { return .failure(.badMagic) }
         func u64(_ o: Int) -> UInt64 { bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
         func u32(_ o: Int) -> UInt32 { bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
@@ -122,12 +122,12 @@ package struct PoolHeader: Equatable, Sendable {
     /// Largest pool (and maximum size) a header may describe: 64 TiB. Every offset and size
     /// in a header is checked against it before any arithmetic, so nothing derived from a
     /// header can overflow.
-    package static let sizeLimit: UInt64 = 1 << 46
+    @_spi(Core) public static let sizeLimit: UInt64 = 1 << 46
 
     /// Describes the first impossible value, or nil when the geometry is sound. Each check only
     /// does arithmetic on values already bounded by an earlier one (a hostile header with a
     /// valid checksum must be refused, not trap).
-    package func inconsistency() -> String? {
+    @_spi(Core) public func inconsistency() -> String? {
         let unit = UInt64(Format.unitSize)
         let limit = PoolHeader.sizeLimit
         if unitSize != UInt32(Format.unitSize) { return "unit size \(unitSize) is not \(Format.unitSize)" }

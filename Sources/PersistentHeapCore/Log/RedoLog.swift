@@ -20,49 +20,49 @@ import CPersistentHeap
 /// The payload is a sequence of entries in segments: segment 0 is the lane's inline space;
 /// an `extend` entry continues the payload in an extension block. The checksum covers
 /// (seq, bytes) and every payload byte in order.
-package struct RedoLog {
-    package let bytes: PoolBytes
+@_spi(Core) public struct RedoLog {
+    @_spi(Core) public let bytes: PoolBytes
     /// Pool offset of the log header.
-    package let lane: Int
+    @_spi(Core) public let logOffset: Int
     /// Bytes of payload the log holds inline (its size minus the header).
-    package let inlineCapacity: Int
+    @_spi(Core) public let inlineCapacity: Int
     /// Payload bytes used in the lane's inline space.
-    private var inlineUsed = 0
+    @usableFromInline var inlineUsed = 0
     /// Extension segments in order: pool offset of the payload area, capacity, bytes used.
     /// Empty for every allocator operation (no allocation on the hot path).
-    private var extensions: [(offset: Int, capacity: Int, used: Int)]? = nil
+    @usableFromInline var extensions: [(offset: Int, capacity: Int, used: Int)]? = nil
     /// A one-line log is built here and written as a whole line (``Persistence/writeLine``);
     /// larger logs are written in place.
-    private var stage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
-    private let staged: Bool
+    @usableFromInline var stage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    @usableFromInline let staged: Bool
 
     /// A log at pool offset `at` of `size` bytes (header included).
-    package init(bytes: PoolBytes, at: Int, size: Int) {
+    @_spi(Core) public init(bytes: PoolBytes, at: Int, size: Int) {
         self.bytes = bytes
-        self.lane = at
+        self.logOffset = at
         inlineCapacity = size - LogField.payload
         staged = size == 64
     }
 
     /// Total payload bytes.
-    package var payloadBytes: Int { extensions?.reduce(inlineUsed) { $0 + $1.used } ?? inlineUsed }
+    @_spi(Core) public var payloadBytes: Int { extensions?.reduce(inlineUsed) { $0 + $1.used } ?? inlineUsed }
 
     /// Whether the payload already continues in an extension.
-    package var isExtended: Bool { extensions != nil }
+    @_spi(Core) public var isExtended: Bool { extensions != nil }
 
     /// Room left in the current segment.
-    package var remaining: Int {
+    @inlinable @_spi(Core) public var remaining: Int {
         if let last = extensions?.last { return last.capacity - last.used }
         return inlineCapacity - inlineUsed
     }
 
-    @inline(__always)
-    private mutating func reserve(_ n: Int) -> Int {
+    @inlinable @inline(__always)
+    mutating func reserve(_ n: Int) -> Int {
         // Building a log in this process: callers size it first (`logBytes`, the fast-log
         // entry counts). Logs read from a pool never come here (`scan` bounds those).
         precondition(remaining >= n, "redo log overflow")
         guard extensions != nil else {
-            let at = lane + LogField.payload + inlineUsed
+            let at = logOffset + LogField.payload + inlineUsed
             inlineUsed += n
             return at
         }
@@ -73,12 +73,12 @@ package struct RedoLog {
     }
 
     /// Appends an 8-byte operation (needs 16 bytes of room).
-    @inline(__always)
-    package mutating func append(_ op: LogOp, offset: Int, operand: UInt64) {
+    @inlinable @inline(__always)
+    @_spi(Core) public mutating func append(_ op: LogOp, offset: Int, operand: UInt64) {
         let at = reserve(16)
         let w0 = UInt64(op.rawValue) << 56 | UInt64(offset)
         if staged {
-            let i = (at - lane) >> 3
+            let i = (at - logOffset) >> 3
             withUnsafeMutableBytes(of: &stage) { $0.storeBytes(of: w0, toByteOffset: i << 3, as: UInt64.self)
                 $0.storeBytes(of: operand, toByteOffset: (i + 1) << 3, as: UInt64.self) }
         } else {
@@ -88,10 +88,10 @@ package struct RedoLog {
     }
 
     /// Bytes a byte-range entry of `count` bytes takes.
-    package static func bytesEntrySize(_ count: Int) -> Int { 16 + (count + 7) & ~7 }
+    @_spi(Core) public static func bytesEntrySize(_ count: Int) -> Int { 16 + (count + 7) & ~7 }
 
     /// Appends a write of `count` bytes from `source` to pool offset `offset` (main log only).
-    package mutating func appendBytes(offset: Int, from source: UnsafeRawPointer, count: Int) {
+    @_spi(Core) public mutating func appendBytes(offset: Int, from source: UnsafeRawPointer, count: Int) {
         precondition(!staged, "byte writes need the main log")
         let at = reserve(RedoLog.bytesEntrySize(count))
         bytes.setU64(at, UInt64(LogOp.writeBytes.rawValue) << 56 | UInt64(offset))
@@ -103,7 +103,7 @@ package struct RedoLog {
 
     /// Appends the write of a transaction's range: a word write for an aligned 8-byte range, a
     /// byte write otherwise.
-    package mutating func appendWrite(_ r: WriteSet.Range) {
+    @_spi(Core) public mutating func appendWrite(_ r: WriteSet.Range) {
         if r.count == 8 && r.offset & 7 == 0 {
             append(.write8, offset: r.offset, operand: r.word)
         } else {
@@ -112,13 +112,13 @@ package struct RedoLog {
     }
 
     /// Bytes the log entry of a transaction's range takes.
-    package static func writeEntrySize(_ r: WriteSet.Range) -> Int {
+    @_spi(Core) public static func writeEntrySize(_ r: WriteSet.Range) -> Int {
         r.count == 8 && r.offset & 7 == 0 ? 16 : bytesEntrySize(r.count)
     }
 
     /// Makes the log valid only if `count` bytes at pool offset `offset` hold what they hold now
     /// (see ``LogOp/verify``).
-    package mutating func appendVerify(offset: Int, count: Int) {
+    @_spi(Core) public mutating func appendVerify(offset: Int, count: Int) {
         precondition(count < 1 << 32)
         let crc = Checksum.crc32c(bytes.pointer(offset), count: count)
         append(.verify, offset: offset, operand: UInt64(count) << 32 | UInt64(crc))
@@ -126,14 +126,14 @@ package struct RedoLog {
 
     /// Continues the payload in an extension whose payload area is `capacity` bytes at pool
     /// offset `offset` (needs 16 bytes of room for the jump).
-    package mutating func extend(to offset: Int, capacity: Int) {
+    @_spi(Core) public mutating func extend(to offset: Int, capacity: Int) {
         precondition(!staged, "extensions need the main log")
         append(.extend, offset: offset, operand: UInt64(capacity))
         extensions = (extensions ?? []) + [(offset, capacity, 0)]
     }
 
     /// Step 1: writes the header with `seq` and the checksum, flushes everything, fences.
-    package mutating func commit(seq: UInt64, persistence: Persistence, lane slot: Int) {
+    @_spi(Core) public mutating func commit(seq: UInt64, persistence: Persistence, lane slot: Int) {
         if staged {
             // Header and up to three entries, written as one line.
             // The checksum input is (seq, bytes as UInt64, payload): the first 16 + n bytes of
@@ -143,28 +143,28 @@ package struct RedoLog {
             let crc = withUnsafeBytes(of: &stage) { Checksum.crc32c($0.baseAddress!, count: LogField.payload + inlineUsed) }
             stage.1 |= UInt64(crc) << 32
             withUnsafePointer(to: &stage) { p in
-                p.withMemoryRebound(to: UInt64.self, capacity: 8) { persistence.writeLine(bytes.pointer(lane), $0) }
+                p.withMemoryRebound(to: UInt64.self, capacity: 8) { persistence.writeLine(bytes.pointer(logOffset), $0) }
             }
             persistence.drain(clearing: slot)
             return
         }
         let total = payloadBytes
         var crc = RedoLog.headerCRC(seq: seq, total: total)
-        crc = Checksum.crc32c(bytes.pointer(lane + LogField.payload), count: inlineUsed, continuing: crc)
+        crc = Checksum.crc32c(bytes.pointer(logOffset + LogField.payload), count: inlineUsed, continuing: crc)
         for s in extensions ?? [] where s.used > 0 {
             crc = Checksum.crc32c(bytes.pointer(s.offset), count: s.used, continuing: crc)
             persistence.flush(bytes.pointer(s.offset), count: s.used)
         }
-        bytes.setU64(lane + LogField.seq, seq)
-        bytes.setU32(lane + LogField.bytes, UInt32(total))
-        bytes.setU32(lane + LogField.checksum, crc)
+        bytes.setU64(logOffset + LogField.seq, seq)
+        bytes.setU32(logOffset + LogField.bytes, UInt32(total))
+        bytes.setU32(logOffset + LogField.checksum, crc)
         // Header and inline payload share lines: one flush call covers both.
-        persistence.flush(bytes.pointer(lane), count: LogField.payload + inlineUsed)
+        persistence.flush(bytes.pointer(logOffset), count: LogField.payload + inlineUsed)
         persistence.drain(clearing: slot)
     }
 
     /// Step 2: applies the entries in place, flushes the targets and fences.
-    package func apply(persistence: Persistence, lane slot: Int) {
+    @_spi(Core) public func apply(persistence: Persistence, lane slot: Int) {
         if staged {
             // From the staged copy: the streamed line is not in the cache.
             var s = stage
@@ -175,14 +175,14 @@ package struct RedoLog {
                     // Entries staged by this process: always a known op.
                     if let op = LogOp(rawValue: UInt8(w0 >> 56)) {
                         let e = Entry(op: op, offset: Int(w0 & 0x00ff_ffff_ffff_ffff),
-                                      operand: w.load(fromByteOffset: i + 8, as: UInt64.self), at: lane + i)
+                                      operand: w.load(fromByteOffset: i + 8, as: UInt64.self), at: logOffset + i)
                         RedoLog.perform(e, bytes: bytes, persistence: persistence)
                     }
                     i += 16
                 }
             }
         } else {
-            RedoLog.forEachEntry(bytes: bytes, lane: lane, total: payloadBytes) { entry in
+            RedoLog.forEachEntry(bytes: bytes, logOffset: logOffset, total: payloadBytes) { entry in
                 RedoLog.perform(entry, bytes: bytes, persistence: persistence)
             }
         }
@@ -191,12 +191,12 @@ package struct RedoLog {
 
     /// Step 3: retires the log without a fence (see the type's documentation). `slot` is the
     /// lane: its next drain covers the retirement, and other threads' drains flush it again.
-    package func retire(persistence: Persistence, slot: Int) {
-        bytes.atomicStore(lane + LogField.seq, 0, .releasing)
-        persistence.deferLine(offset: lane, slot: slot)
+    @_spi(Core) public func retire(persistence: Persistence, slot: Int) {
+        bytes.atomicStore(logOffset + LogField.seq, 0, .releasing)
+        persistence.deferLine(offset: logOffset, slot: slot)
     }
 
-    package static func headerCRC(seq: UInt64, total: Int) -> UInt32 {
+    @_spi(Core) public static func headerCRC(seq: UInt64, total: Int) -> UInt32 {
         var h = (seq, UInt64(UInt32(truncatingIfNeeded: total)))
         return withUnsafeBytes(of: &h) { Checksum.crc32c($0.baseAddress!, count: 16) }
     }
@@ -204,17 +204,17 @@ package struct RedoLog {
     // MARK: Reading logs (recovery, check)
 
     /// One decoded entry. `at` is the pool offset of the entry itself.
-    package struct Entry {
-        package let op: LogOp
-        package let offset: Int
-        package let operand: UInt64
-        package let at: Int
+    @_spi(Core) public struct Entry {
+        @_spi(Core) public let op: LogOp
+        @_spi(Core) public let offset: Int
+        @_spi(Core) public let operand: UInt64
+        @_spi(Core) public let at: Int
         /// Total bytes of the entry.
-        package var size: Int { op == .writeBytes ? RedoLog.bytesEntrySize(Int(operand)) : 16 }
+        @_spi(Core) public var size: Int { op == .writeBytes ? RedoLog.bytesEntrySize(Int(operand)) : 16 }
         /// Pool offset of the data of a byte write.
-        package var dataOffset: Int { at + 16 }
+        @_spi(Core) public var dataOffset: Int { at + 16 }
         /// Bytes the entry changes at `offset` (nil for entries without an effect).
-        package var targetBytes: Int? {
+        @_spi(Core) public var targetBytes: Int? {
             switch op {
             case .write8, .or64, .andNot64: return 8
             case .writeBytes: return Int(operand)
@@ -225,7 +225,7 @@ package struct RedoLog {
 
     /// Performs one entry and flushes what it touched.
     @inline(__always)
-    package static func perform(_ e: Entry, bytes: PoolBytes, persistence: Persistence) {
+    @_spi(Core) public static func perform(_ e: Entry, bytes: PoolBytes, persistence: Persistence) {
         switch e.op {
         case .write8:
             bytes.atomicStore(e.offset, e.operand, .releasing)
@@ -245,7 +245,7 @@ package struct RedoLog {
     }
 
     /// Whether an entry's effect is already in place.
-    package static func isApplied(_ e: Entry, bytes: PoolBytes) -> Bool {
+    @_spi(Core) public static func isApplied(_ e: Entry, bytes: PoolBytes) -> Bool {
         switch e.op {
         case .write8: return bytes.u64(e.offset) == e.operand
         case .or64: return bytes.u64(e.offset) & e.operand == e.operand
@@ -256,10 +256,10 @@ package struct RedoLog {
     }
 
     /// Walks the entries of a log of `total` payload bytes (extension jumps are followed and
-    /// not reported). For a log that passed ``validate(bytes:lane:size:allowed:)`` (or one this
+    /// not reported). For a log that passed ``validate(bytes:logOffset:size:allowed:)`` (or one this
     /// process wrote) only; stops at an unknown op rather than trusting it.
-    package static func forEachEntry(bytes: PoolBytes, lane: Int, total: Int, _ body: (Entry) -> Void) {
-        var at = lane + LogField.payload
+    @_spi(Core) public static func forEachEntry(bytes: PoolBytes, logOffset: Int, total: Int, _ body: (Entry) -> Void) {
+        var at = logOffset + LogField.payload
         var consumed = 0
         while consumed < total {
             let w0 = bytes.u64(at)
@@ -273,41 +273,41 @@ package struct RedoLog {
     }
 
     /// A valid log found in a lane.
-    package struct Found {
-        package let lane: Int
-        package let seq: UInt64
-        package let total: Int
+    @_spi(Core) public struct Found {
+        @_spi(Core) public let logOffset: Int
+        @_spi(Core) public let seq: UInt64
+        @_spi(Core) public let total: Int
     }
 
     /// Largest payload a log may claim.
-    package static let maxTotal = 1 << 30
+    @_spi(Core) public static let maxTotal = 1 << 30
 
-    /// The structure of a log read from a lane: what ``validate(bytes:lane:size:allowed:)``
+    /// The structure of a log read from a lane: what ``validate(bytes:logOffset:size:allowed:)``
     /// checks, and what a fuzzer re-seals.
-    package struct Scan {
-        package let seq: UInt64
-        package let total: Int
+    @_spi(Core) public struct Scan {
+        @_spi(Core) public let seq: UInt64
+        @_spi(Core) public let total: Int
         /// The checksum the log's bytes call for.
-        package let crc: UInt32
+        @_spi(Core) public let crc: UInt32
         /// A target outside the writable regions (the log is valid only if none).
-        package let badTarget: String?
-        package let verifications: [(offset: Int, count: Int, crc: UInt32)]
+        @_spi(Core) public let badTarget: String?
+        @_spi(Core) public let verifications: [(offset: Int, count: Int, crc: UInt32)]
     }
 
-    /// Walks the log of the lane at `lane`: nil when the lane is empty or the log's structure
+    /// Walks the log at `logOffset`: nil when the lane is empty or the log's structure
     /// does not hold (lengths, segment bounds, known ops). Never reads outside `allowed` and the
     /// lane: every length read from the log is bounded before it is used.
-    package static func scan(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) -> Scan? {
-        let seq = bytes.u64(lane + LogField.seq)
+    @_spi(Core) public static func scan(bytes: PoolBytes, logOffset: Int, size: Int, allowed: WritableRegions) -> Scan? {
+        let seq = bytes.u64(logOffset + LogField.seq)
         guard seq != 0 else { return nil }
-        let total = Int(bytes.u32(lane + LogField.bytes))
+        let total = Int(bytes.u32(logOffset + LogField.bytes))
         guard total > 0, total <= maxTotal else { return nil }
         func inside(_ lo: Int, _ n: Int) -> Bool {
             allowed.contains(lo, count: n)
         }
         var crc = headerCRC(seq: seq, total: total)
-        var segmentEnd = lane + size
-        var at = lane + LogField.payload
+        var segmentEnd = logOffset + size
+        var at = logOffset + LogField.payload
         var consumed = 0
         var badTarget: String?
         var verifications: [(offset: Int, count: Int, crc: UInt32)] = []
@@ -345,35 +345,35 @@ package struct RedoLog {
         return Scan(seq: seq, total: total, crc: crc, badTarget: badTarget, verifications: verifications)
     }
 
-    /// Reads the log of the lane at `lane`. Returns nil when the lane is empty or the log is
+    /// Reads the log at `logOffset`. Returns nil when the lane is empty or the log is
     /// torn (its structure or checksum does not hold: its fence never completed). Throws
     /// `corrupted` when the checksum holds but an entry targets bytes outside `allowed`
     /// (the writable regions) or is misaligned. Never reads outside `allowed` and the lane.
-    package static func validate(bytes: PoolBytes, lane: Int, size: Int, allowed: WritableRegions) throws(PoolError) -> Found? {
-        guard let s = scan(bytes: bytes, lane: lane, size: size, allowed: allowed),
-              s.crc == bytes.u32(lane + LogField.checksum) else { return nil }
+    @_spi(Core) public static func validate(bytes: PoolBytes, logOffset: Int, size: Int, allowed: WritableRegions) throws(PoolError) -> Found? {
+        guard let s = scan(bytes: bytes, logOffset: logOffset, size: size, allowed: allowed),
+              s.crc == bytes.u32(logOffset + LogField.checksum) else { return nil }
         // Data flushed under the same fence as the log must have reached the media too.
         for v in s.verifications where Checksum.crc32c(bytes.pointer(v.offset), count: v.count) != v.crc { return nil }
         if let badTarget = s.badTarget {
-            throw PoolError(.corrupted, "the redo log of the lane at offset \(lane) holds \(badTarget), outside the pool's writable regions")
+            throw PoolError(.corrupted, "the redo log at offset \(logOffset) holds \(badTarget), outside the pool's writable regions")
         }
-        return Found(lane: lane, seq: s.seq, total: s.total)
+        return Found(logOffset: logOffset, seq: s.seq, total: s.total)
     }
 }
 
 /// The byte ranges redo-log entries may target (validated before any replay).
-package struct WritableRegions {
+@_spi(Core) public struct WritableRegions {
     let ranges: [Range<Int>]
     let laneOffset: Int
     let laneCount: Int
 
-    package init(ranges: [Range<Int>], laneOffset: Int, laneCount: Int) {
+    @_spi(Core) public init(ranges: [Range<Int>], laneOffset: Int, laneCount: Int) {
         self.ranges = ranges
         self.laneOffset = laneOffset
         self.laneCount = laneCount
     }
 
-    package func contains(_ offset: Int, count n: Int) -> Bool {
+    @_spi(Core) public func contains(_ offset: Int, count n: Int) -> Bool {
         guard n >= 0 else { return false }
         if ranges.contains(where: { $0.lowerBound <= offset && offset + n <= $0.upperBound }) { return true }
         let rel = offset - laneOffset

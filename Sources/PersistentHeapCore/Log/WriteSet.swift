@@ -9,27 +9,27 @@
 ///     invariant: ranges[i].offset + ranges[i].count < ranges[i + 1].offset
 ///
 /// - Complexity: covering a range is O(log r + bytes copied) plus O(r) when ranges merge.
-package struct WriteSet {
+@_spi(Core) public struct WriteSet {
     /// A range of the pool and its shadow.
-    package struct Range {
-        package var offset: Int
-        package var count: Int
+    @_spi(Core) public struct Range {
+        @_spi(Core) public var offset: Int
+        @_spi(Core) public var count: Int
         var shadow: UnsafeMutableRawPointer
         /// The shadow's first 8 bytes (a word write's new value).
-        package var word: UInt64 { shadow.loadUnaligned(as: UInt64.self) }
+        @_spi(Core) public var word: UInt64 { shadow.loadUnaligned(as: UInt64.self) }
     }
 
-    package private(set) var ranges: [Range] = []
+    @_spi(Core) public private(set) var ranges: [Range] = []
     private var chunks: [(base: UnsafeMutableRawPointer, size: Int)] = []
     private var chunkUsed = 0
     private static let chunkSize = 64 << 10
 
-    package init() {}
+    @_spi(Core) public init() {}
 
-    package var isEmpty: Bool { ranges.isEmpty }
+    @inlinable @_spi(Core) public var isEmpty: Bool { ranges.isEmpty }
 
     /// Forgets every range, keeping the first chunk for the next transaction.
-    package mutating func reset() {
+    @_spi(Core) public mutating func reset() {
         ranges.removeAll(keepingCapacity: true)
         if chunks.count > 1 {
             for c in chunks.dropFirst() { c.base.deallocate() }
@@ -39,7 +39,7 @@ package struct WriteSet {
     }
 
     /// Frees all memory.
-    package mutating func deallocate() {
+    @_spi(Core) public mutating func deallocate() {
         for c in chunks { c.base.deallocate() }
         chunks.removeAll()
         ranges.removeAll()
@@ -70,7 +70,7 @@ package struct WriteSet {
 
     /// Makes `[offset, offset+count)` part of the write set (copying the current bytes of
     /// `memory` for the parts not yet in it) and returns a view of its shadow.
-    package mutating func cover(_ offset: Int, _ count: Int, memory: PoolBytes) -> MutableByteView {
+    @_spi(Core) public mutating func cover(_ offset: Int, _ count: Int, memory: PoolBytes) -> MutableByteView {
         MutableByteView(base: coverShadow(offset, count, memory: memory.base), count: count)
     }
 
@@ -106,7 +106,7 @@ package struct WriteSet {
     }
 
     /// The `T` at `offset` as the transaction sees it (its shadows over `memory`).
-    package func load<T: BitwiseCopyable>(_: T.Type, at offset: Int, memory: PoolBytes) -> T {
+    @_spi(Core) public func load<T: BitwiseCopyable>(_: T.Type, at offset: Int, memory: PoolBytes) -> T {
         withUnsafeTemporaryAllocation(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment) { buf in
             read(offset, MemoryLayout<T>.size, memory: memory.base, into: buf.baseAddress!)
             return buf.baseAddress!.load(as: T.self)
@@ -128,7 +128,7 @@ package struct WriteSet {
     }
 
     /// Whether any range overlaps `[offset, offset+count)`.
-    package func overlaps(_ offset: Int, _ count: Int) -> Bool {
+    @_spi(Core) public func overlaps(_ offset: Int, _ count: Int) -> Bool {
         let i = firstEnding(after: offset)
         return i < ranges.count && ranges[i].offset < offset + count
     }

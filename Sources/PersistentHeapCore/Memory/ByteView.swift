@@ -11,27 +11,28 @@ import Glibc
 /// outside the view traps, as an out-of-bounds `Array` index does (views are made over ranges
 /// already validated, so only a bug in the code using the view can get there).
 public struct ByteView: @unchecked Sendable {
-    let base: UnsafeRawPointer
+    @usableFromInline let base: UnsafeRawPointer
     /// The number of bytes in the view.
     public let count: Int
 
-    init(base: UnsafeRawPointer, count: Int) {
+    @usableFromInline init(base: UnsafeRawPointer, count: Int) {
         self.base = base
         self.count = count
     }
 
-    @inline(__always) func check(_ offset: Int, _ size: Int) {
+    @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) {
         precondition(offset >= 0 && size >= 0 && offset <= count - size, "offset \(offset) (\(size) bytes) outside a view of \(count) bytes")
     }
 
     /// The `T` at `offset` (no alignment needed).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func load<T: BitwiseCopyable>(_: T.Type, at offset: Int) -> T {
         check(offset, MemoryLayout<T>.size)
         return (base + offset).loadUnaligned(as: T.self)
     }
 
     /// Whether the `bytes` equal the view's bytes at `offset` (`offset + bytes.count ≤ count`).
+    @inlinable
     public func equals(_ bytes: UnsafeBufferPointer<UInt8>, at offset: Int) -> Bool {
         check(offset, bytes.count)
         return bytes.isEmpty || memcmp(base + offset, bytes.baseAddress!, bytes.count) == 0
@@ -39,6 +40,7 @@ public struct ByteView: @unchecked Sendable {
 
     /// Orders the view's `length` bytes at `offset` against `bytes`, as unsigned bytes then by
     /// length (the order of sorted maps of strings): negative, zero or positive.
+    @inlinable
     public func compare(at offset: Int, length: Int, with bytes: UnsafeBufferPointer<UInt8>) -> Int {
         check(offset, length)
         let n = Swift.min(length, bytes.count)
@@ -63,6 +65,7 @@ public struct ByteView: @unchecked Sendable {
 
     /// Calls `body` with the view's bytes.
     /// - Warning: Do not let the buffer escape `body`.
+    @inlinable
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeRawBufferPointer(start: base, count: count))
     }
@@ -71,11 +74,11 @@ public struct ByteView: @unchecked Sendable {
 /// A writable window onto `count` bytes of a pool or of a transaction's shadow copy, with
 /// bounds-checked typed stores (see ``ByteView`` for the lifetime and checking rules).
 public struct MutableByteView: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
+    @usableFromInline let base: UnsafeMutableRawPointer
     /// The number of bytes in the view.
     public let count: Int
 
-    init(base: UnsafeMutableRawPointer, count: Int) {
+    @usableFromInline init(base: UnsafeMutableRawPointer, count: Int) {
         self.base = base
         self.count = count
     }
@@ -83,25 +86,26 @@ public struct MutableByteView: @unchecked Sendable {
     /// The same bytes, read-only.
     public var readOnly: ByteView { ByteView(base: base, count: count) }
 
-    @inline(__always) func check(_ offset: Int, _ size: Int) {
+    @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) {
         precondition(offset >= 0 && size >= 0 && offset <= count - size, "offset \(offset) (\(size) bytes) outside a view of \(count) bytes")
     }
 
     /// The `T` at `offset` (no alignment needed).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func load<T: BitwiseCopyable>(_: T.Type, at offset: Int) -> T {
         check(offset, MemoryLayout<T>.size)
         return (base + offset).loadUnaligned(as: T.self)
     }
 
     /// Stores `value` at `offset` (no alignment needed).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func store<T: BitwiseCopyable>(_ value: T, at offset: Int) {
         check(offset, MemoryLayout<T>.size)
         (base + offset).storeBytes(of: value, as: T.self)
     }
 
     /// Copies `count` bytes from `source` to `destination` within the view (the ranges may overlap).
+    @inlinable
     public func move(from source: Int, to destination: Int, count n: Int) {
         check(source, n)
         check(destination, n)
@@ -109,12 +113,14 @@ public struct MutableByteView: @unchecked Sendable {
     }
 
     /// Copies `bytes` to `offset`.
+    @inlinable
     public func copy(_ bytes: UnsafeBufferPointer<UInt8>, to offset: Int) {
         check(offset, bytes.count)
         if let b = bytes.baseAddress { (base + offset).copyMemory(from: b, byteCount: bytes.count) }
     }
 
     /// Copies `count` bytes of `view` from `sourceOffset` to `offset`.
+    @inlinable
     public func copy(from view: ByteView, at sourceOffset: Int, count n: Int, to offset: Int) {
         view.check(sourceOffset, n)
         check(offset, n)
@@ -122,12 +128,14 @@ public struct MutableByteView: @unchecked Sendable {
     }
 
     /// Sets `count` bytes at `offset` to zero.
+    @inlinable
     public func zero(at offset: Int, count n: Int) {
         check(offset, n)
         if n > 0 { (base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: n) }
     }
 
     /// A view of `count` bytes from `offset` (inside this one).
+    @inlinable
     public func slice(at offset: Int, count n: Int) -> MutableByteView {
         check(offset, n)
         return MutableByteView(base: base + offset, count: n)
@@ -135,6 +143,7 @@ public struct MutableByteView: @unchecked Sendable {
 
     /// Calls `body` with the view's bytes.
     /// - Warning: Do not let the buffer escape `body`.
+    @inlinable
     public func withUnsafeMutableBytes<R, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeMutableRawBufferPointer(start: base, count: count))
     }
@@ -142,14 +151,14 @@ public struct MutableByteView: @unchecked Sendable {
 
 extension PoolBytes {
     /// A read-only view of `count` bytes at `offset` (a range the caller validated).
-    @inline(__always) package func view(at offset: Int, count: Int) -> ByteView { ByteView(base: base + offset, count: count) }
+    @inlinable @inline(__always) @_spi(Core) public func view(at offset: Int, count: Int) -> ByteView { ByteView(base: base + offset, count: count) }
     /// A writable view of `count` bytes at `offset` (a range the caller validated).
-    @inline(__always) package func mutableView(at offset: Int, count: Int) -> MutableByteView {
+    @inlinable @inline(__always) @_spi(Core) public func mutableView(at offset: Int, count: Int) -> MutableByteView {
         MutableByteView(base: base + offset, count: count)
     }
     /// The typed address of `offset`, for the public unchecked accessors only (Pool+Unsafe.swift,
     /// Transaction+Unsafe.swift): nothing else outside the core holds an address.
-    @inline(__always) package func unsafePointer<T>(to _: T.Type, at offset: Int) -> UnsafeMutablePointer<T> {
+    @inlinable @inline(__always) @_spi(Core) public func unsafePointer<T>(to _: T.Type, at offset: Int) -> UnsafeMutablePointer<T> {
         (base + offset).assumingMemoryBound(to: T.self)
     }
 }

@@ -8,11 +8,11 @@ import Glibc
 /// Not `Synchronization.Mutex`: that one locks through the standard library's own futex code,
 /// which ThreadSanitizer cannot see, so every access it guards would be reported as a race. A
 /// pthread mutex is intercepted by the sanitizer (and costs the same off the hot path).
-package final class Locked<State>: @unchecked Sendable {
+@_spi(Core) public final class Locked<State>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var state: State
 
-    package init(_ state: State) {
+    @_spi(Core) public init(_ state: State) {
         self.state = state
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -26,9 +26,35 @@ package final class Locked<State>: @unchecked Sendable {
     }
 
     /// Runs `body` with the state, holding the lock.
-    package func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+    @_spi(Core) public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&state)
+    }
+}
+
+/// A blocking lock guarding no stored value (growth, the root's first creation): `Locked<Void>`
+/// would hand `body` an `inout` of a zero-sized value, an access ThreadSanitizer maps onto the
+/// object's header and reports against unlocked reads of it (a false race seen in CI).
+@_spi(Core) public final class BlockingLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    @_spi(Core) public init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deinitialize(count: 1)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` holding the lock.
+    @_spi(Core) public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 }

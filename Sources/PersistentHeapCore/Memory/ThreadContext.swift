@@ -6,38 +6,38 @@ import CPersistentHeap
 ///
 /// **Invariant:** the record is the calling thread's own; nothing here is shared between threads
 /// except through `onThreadExit`, which runs on the exiting thread.
-package enum ThreadContext {
+@_spi(Core) public enum ThreadContext {
     /// The CPU's spin-wait hint (`pause` on x86).
-    @inline(__always) package static func spinPause() { ph_pause() }
+    @inlinable @inline(__always) @_spi(Core) public static func spinPause() { ph_pause() }
 
     /// Entries of the lane cache.
-    package static let laneCacheSize = 4
+    @_spi(Core) public static let laneCacheSize = 4
 
     /// The lane this thread holds in pool `poolID`, or -1.
-    @inline(__always) package static func lane(inPool poolID: UInt64) -> Int {
+    @inlinable @inline(__always) @_spi(Core) public static func lane(inPool poolID: UInt64) -> Int {
         Int(ph_tls_lane_lookup(poolID))
     }
 
     /// Records `lane` for `poolID`; returns the entry it replaces (pool id 0 when it was empty).
-    package static func storeLane(_ lane: Int, pool poolID: UInt64) -> (pool: UInt64, lane: Int) {
+    @_spi(Core) public static func storeLane(_ lane: Int, pool poolID: UInt64) -> (pool: UInt64, lane: Int) {
         var oldPool: UInt64 = 0, oldLane: Int64 = -1
         ph_tls_lane_store(poolID, Int64(lane), &oldPool, &oldLane)
         return (oldPool, Int(oldLane))
     }
 
     /// Entry `i` of the lane cache.
-    package static func laneEntry(_ i: Int) -> (pool: UInt64, lane: Int) {
+    @_spi(Core) public static func laneEntry(_ i: Int) -> (pool: UInt64, lane: Int) {
         var pool: UInt64 = 0, lane: Int64 = -1
         ph_tls_lane_entry(UInt32(i), &pool, &lane)
         return (pool, Int(lane))
     }
 
     /// Clears entry `i` of the lane cache.
-    package static func clearLaneEntry(_ i: Int) { ph_tls_lane_clear(UInt32(i)) }
+    @_spi(Core) public static func clearLaneEntry(_ i: Int) { ph_tls_lane_clear(UInt32(i)) }
 
     /// Runs `handler` when this thread exits (registered once per thread; the handler is the one
     /// set by `setThreadExitHandler`).
-    package static func registerForExit() {
+    @_spi(Core) public static func registerForExit() {
         guard let tls = ph_tls(), tls.pointee.exit_registered == 0 else { return }
         tls.pointee.exit_registered = 1
         for i in 0..<laneCacheSize { clearLaneEntry(i) }
@@ -45,7 +45,7 @@ package enum ThreadContext {
     }
 
     /// The function run on a registered thread's exit (one for the process: the lane hand-back).
-    package static func setThreadExitHandler(_ handler: @escaping @Sendable () -> Void) {
+    @_spi(Core) public static func setThreadExitHandler(_ handler: @escaping @Sendable () -> Void) {
         exitHandler.withLock { $0 = handler }
     }
 

@@ -14,58 +14,60 @@ import CPersistentHeap
 /// **Invariant:** `p` points at a record of a `UnitInfoTable` that is alive (the heap owns it for
 /// the pool's lifetime). `kind`, `sizeClass` and `length` change only under the allocator's locks
 /// and are read without them only for extents that cannot change meanwhile (a live block's run).
-package struct UnitInfo {
-    let p: UnsafeMutableRawPointer
+@_spi(Core) public struct UnitInfo {
+    @usableFromInline let p: UnsafeMutableRawPointer
 
-    package static let stride = 16
+    @usableFromInline init(p: UnsafeMutableRawPointer) { self.p = p }
 
-    @inline(__always) package var kindRaw: UInt8 {
+    @_spi(Core) public static let stride = 16
+
+    @inlinable @inline(__always) @_spi(Core) public var kindRaw: UInt8 {
         get { p.load(as: UInt8.self) }
         nonmutating set { p.storeBytes(of: newValue, as: UInt8.self) }
     }
-    @inline(__always) package var sizeClass: Int {
+    @inlinable @inline(__always) @_spi(Core) public var sizeClass: Int {
         get { Int(p.load(fromByteOffset: 1, as: UInt8.self)) }
         nonmutating set { p.storeBytes(of: UInt8(truncatingIfNeeded: newValue), toByteOffset: 1, as: UInt8.self) }
     }
     /// The flags byte (relaxed atomic loads and stores).
-    @inline(__always) package var flags: UInt8 {
+    @inlinable @inline(__always) @_spi(Core) public var flags: UInt8 {
         get { ph_load_relaxed_u8((p + 2).assumingMemoryBound(to: UInt8.self)) }
         nonmutating set { ph_store_relaxed_u8((p + 2).assumingMemoryBound(to: UInt8.self), newValue) }
     }
-    @inline(__always) package var length: Int {
+    @inlinable @inline(__always) @_spi(Core) public var length: Int {
         get { Int(p.load(fromByteOffset: 4, as: UInt32.self)) }
         nonmutating set { p.storeBytes(of: UInt32(truncatingIfNeeded: newValue), toByteOffset: 4, as: UInt32.self) }
     }
 
-    @inline(__always) private var freeCountWord: UnsafeMutablePointer<Int32> { (p + 8).assumingMemoryBound(to: Int32.self) }
-    @inline(__always) private var ownerWord: UnsafeMutablePointer<Int32> { (p + 12).assumingMemoryBound(to: Int32.self) }
+    @inlinable @inline(__always) var freeCountWord: UnsafeMutablePointer<Int32> { (p + 8).assumingMemoryBound(to: Int32.self) }
+    @inlinable @inline(__always) var ownerWord: UnsafeMutablePointer<Int32> { (p + 12).assumingMemoryBound(to: Int32.self) }
 
     /// Free blocks (sequentially consistent: the FULL-hint protocol pairs it with the table entry).
-    @inline(__always) package var freeCount: Int32 { ph_load_seq_cst_i32(freeCountWord) }
-    @inline(__always) package func storeFreeCount(_ v: Int32) { ph_store_seq_cst_i32(freeCountWord, v) }
+    @inlinable @inline(__always) @_spi(Core) public var freeCount: Int32 { ph_load_seq_cst_i32(freeCountWord) }
+    @inlinable @inline(__always) @_spi(Core) public func storeFreeCount(_ v: Int32) { ph_store_seq_cst_i32(freeCountWord, v) }
     /// Adds `v` to the free count (sequentially consistent); returns the previous value.
-    @inline(__always) @discardableResult
-    package func addFreeCount(_ v: Int32) -> Int32 { ph_fetch_add_seq_cst_i32(freeCountWord, v) }
+    @inlinable @inline(__always) @discardableResult
+    @_spi(Core) public func addFreeCount(_ v: Int32) -> Int32 { ph_fetch_add_seq_cst_i32(freeCountWord, v) }
 
     /// The owning lane + 1, 0 for none (sequentially consistent).
-    @inline(__always) package var owner: Int32 { ph_load_seq_cst_i32(ownerWord) }
-    @inline(__always) package func storeOwner(_ v: Int32) { ph_store_seq_cst_i32(ownerWord, v) }
+    @inlinable @inline(__always) @_spi(Core) public var owner: Int32 { ph_load_seq_cst_i32(ownerWord) }
+    @inlinable @inline(__always) @_spi(Core) public func storeOwner(_ v: Int32) { ph_store_seq_cst_i32(ownerWord, v) }
 
     /// Clears the record (the unit is no longer an extent start).
-    @inline(__always) package func clear() { p.initializeMemory(as: UInt64.self, repeating: 0, count: 2) }
+    @inlinable @inline(__always) @_spi(Core) public func clear() { p.initializeMemory(as: UInt64.self, repeating: 0, count: 2) }
 }
 
 /// The `UnitInfo` records of every unit, in `MappedMemory` (committed as units are touched).
-package struct UnitInfoTable: @unchecked Sendable {
-    private let base: UnsafeMutableRawPointer
+@_spi(Core) public struct UnitInfoTable: @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutableRawPointer
     private let owner: MappedMemory
 
     /// Records for `units` units.
-    package init(units: Int) throws(PoolError) {
+    @_spi(Core) public init(units: Int) throws(PoolError) {
         owner = try MappedMemory(bytes: units * UnitInfo.stride)
         base = owner.base
     }
 
     /// The record of unit `u` (`u` below the table's unit count).
-    @inline(__always) package subscript(u: Int) -> UnitInfo { UnitInfo(p: base + u * UnitInfo.stride) }
+    @inlinable @inline(__always) @_spi(Core) public subscript(u: Int) -> UnitInfo { UnitInfo(p: base + u * UnitInfo.stride) }
 }

@@ -39,19 +39,19 @@ public final class Persistence: @unchecked Sendable {
     /// The write-back instruction used by ``PersistenceDomain/cacheLineFlush`` ("clwb", "clflushopt", "clflush").
     public let flushInstruction: String
 
-    private let flushLines: @convention(c) (UnsafeRawPointer?, Int) -> Void
+    @usableFromInline let flushLines: @convention(c) (UnsafeRawPointer?, Int) -> Void
     /// The simulated media, in the simulated domain.
-    package let media: SimulatedMedia?
+    @_spi(Core) public let media: SimulatedMedia?
     /// Base of the mapping (for the simulated domain's line indexes).
-    package let base: UnsafeMutableRawPointer
+    @_spi(Core) public let base: UnsafeMutableRawPointer
 
     // Deferred lines: one slot per lane; a bit per slot says "flush me before your fence".
     private let deferredSlots: Int
-    private let deferredWords: Int
-    private let deferredMask: UnsafeMutablePointer<UInt64>
-    private let deferredAddress: UnsafeMutablePointer<UInt64>
+    @usableFromInline let deferredWords: Int
+    @usableFromInline let deferredMask: UnsafeMutablePointer<UInt64>
+    @usableFromInline let deferredAddress: UnsafeMutablePointer<UInt64>
 
-    package init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?, deferredSlots: Int) {
+    @_spi(Core) public init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?, deferredSlots: Int) {
         self.domain = domain
         self.base = mapping.base
         self.media = media
@@ -82,7 +82,7 @@ public final class Persistence: @unchecked Sendable {
 
     /// Starts writing back the cache lines covering `[address, address+count)`.
     /// Not durable until the next ``drain()`` of this thread.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func flush(_ address: UnsafeRawPointer, count: Int) {
         guard count > 0 else { return }
         let state = ph_tls()!
@@ -97,19 +97,29 @@ public final class Persistence: @unchecked Sendable {
         case .msync:
             noteMsyncRange(address, count, state)
         case .simulated:
-            media!.flush(offset: address - UnsafeRawPointer(base), count: count)
+            simulatedFlush(address, count)
         }
+    }
+
+    /// The simulated domain's flush (out of line: tests only).
+    @usableFromInline func simulatedFlush(_ address: UnsafeRawPointer, _ count: Int) {
+        media?.flush(offset: address - UnsafeRawPointer(base), count: count)
+    }
+
+    /// The simulated domain's fence (out of line: tests only).
+    @usableFromInline func simulatedDrain() {
+        media?.drain()
     }
 
     /// Waits until every range this thread flushed is durable (and every deferred line of any
     /// thread), and orders those writes before this thread's later stores.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func drain() {
         drain(except: -1)
     }
 
-    @inline(__always)
-    private func drain(except own: Int) {
+    @inlinable @inline(__always)
+    func drain(except own: Int) {
         reflushDeferred(except: own)
         let state = ph_tls()!
         state.pointee.fences &+= 1
@@ -119,7 +129,7 @@ public final class Persistence: @unchecked Sendable {
         case .msync:
             msyncPending(state)
         case .simulated:
-            media!.drain()
+            simulatedDrain()
         }
     }
 
@@ -127,14 +137,14 @@ public final class Persistence: @unchecked Sendable {
     /// by this thread, so this thread's fence covers it: it is not flushed again (flushing a
     /// line still being written back stalls), and it is forgotten once the fence completed —
     /// not before, so another thread draining meanwhile still flushes it.
-    @inline(__always)
-    package func drain(clearing slot: Int) {
+    @inlinable @inline(__always)
+    @_spi(Core) public func drain(clearing slot: Int) {
         drain(except: slot)
         clearDeferred(slot: slot)
     }
 
     /// ``flush(_:count:)`` then ``drain()``.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func persist(_ address: UnsafeRawPointer, count: Int) {
         flush(address, count: count)
         drain()
@@ -143,13 +153,13 @@ public final class Persistence: @unchecked Sendable {
     // MARK: By pool offset (what the allocator and the pool use: no addresses outside the core)
 
     /// ``flush(_:count:)`` of `count` bytes at pool offset `offset`.
-    @inline(__always) package func flush(offset: Int, count: Int) { flush(base + offset, count: count) }
+    @inlinable @inline(__always) @_spi(Core) public func flush(offset: Int, count: Int) { flush(base + offset, count: count) }
 
     /// ``persist(_:count:)`` of `count` bytes at pool offset `offset`.
-    @inline(__always) package func persist(offset: Int, count: Int) { persist(base + offset, count: count) }
+    @inlinable @inline(__always) @_spi(Core) public func persist(offset: Int, count: Int) { persist(base + offset, count: count) }
 
     /// ``deferLine(_:slot:)`` of the line at pool offset `offset`.
-    @inline(__always) package func deferLine(offset: Int, slot: Int) { deferLine(base + offset, slot: slot) }
+    @inlinable @inline(__always) @_spi(Core) public func deferLine(offset: Int, slot: Int) { deferLine(base + offset, slot: slot) }
 
     /// Writes the 64-byte line at `dst` (64-aligned) from `words` and starts writing it back.
     /// Durable after the next drain.
@@ -158,8 +168,8 @@ public final class Persistence: @unchecked Sendable {
     /// the read miss on a line an earlier flush evicted, but the log line is stored to again at
     /// retirement, and streaming it then costs more than it saves; a streamed retirement could
     /// not be flushed by other threads. So: ordinary stores and a flush.
-    @inline(__always)
-    package func writeLine(_ dst: UnsafeMutableRawPointer, _ words: UnsafePointer<UInt64>) {
+    @inlinable @inline(__always)
+    @_spi(Core) public func writeLine(_ dst: UnsafeMutableRawPointer, _ words: UnsafePointer<UInt64>) {
         dst.copyMemory(from: words, byteCount: 64)
         flush(dst, count: 64)
     }
@@ -168,23 +178,23 @@ public final class Persistence: @unchecked Sendable {
 
     /// Flushes the line at `address` (already written) without a fence and registers it in
     /// `slot`, so that every later `drain()` of any thread flushes it again first.
-    @inline(__always)
-    package func deferLine(_ address: UnsafeRawPointer, slot: Int) {
+    @inlinable @inline(__always)
+    @_spi(Core) public func deferLine(_ address: UnsafeRawPointer, slot: Int) {
         flush(address, count: 8)
         ph_store_release_u64(deferredAddress + slot, UInt64(UInt(bitPattern: address)))
         _ = ph_fetch_or_acq_rel_u64(deferredMask + (slot >> 6), 1 << UInt64(slot & 63))
     }
 
     /// Forgets the deferred line of `slot`: call after a `drain()` of the owning thread.
-    @inline(__always)
-    package func clearDeferred(slot: Int) {
+    @inlinable @inline(__always)
+    @_spi(Core) public func clearDeferred(slot: Int) {
         let word = deferredMask + (slot >> 6)
         let bit: UInt64 = 1 << UInt64(slot & 63)
         if ph_load_relaxed_u64(word) & bit != 0 { _ = ph_fetch_and_acq_rel_u64(word, ~bit) }
     }
 
-    @inline(__always)
-    private func reflushDeferred(except own: Int) {
+    @inlinable @inline(__always)
+    func reflushDeferred(except own: Int) {
         // Fast path: no lane has a deferred line (one word for up to 64 lanes).
         if deferredWords == 1 {
             var bits = ph_load_relaxed_u64(deferredMask)
@@ -194,8 +204,8 @@ public final class Persistence: @unchecked Sendable {
         reflushDeferredSlow(except: own)
     }
 
-    @inline(never)
-    private func reflushDeferredSlow(except own: Int) {
+    @inline(never) @usableFromInline
+    func reflushDeferredSlow(except own: Int) {
         for w in 0..<deferredWords {
             var bits = ph_load_acquire_u64(deferredMask + w)
             if own >> 6 == w { bits &= ~(1 << UInt64(own & 63)) }
@@ -210,7 +220,7 @@ public final class Persistence: @unchecked Sendable {
 
     // MARK: msync domain
 
-    private func noteMsyncRange(_ address: UnsafeRawPointer, _ count: Int, _ state: UnsafeMutablePointer<ph_thread_state>) {
+    @usableFromInline func noteMsyncRange(_ address: UnsafeRawPointer, _ count: Int, _ state: UnsafeMutablePointer<ph_thread_state>) {
         let lo = UInt(bitPattern: address)
         let hi = lo + UInt(count)
         let owner = UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()))
@@ -232,7 +242,7 @@ public final class Persistence: @unchecked Sendable {
         }
     }
 
-    private func msyncPending(_ state: UnsafeMutablePointer<ph_thread_state>) {
+    @usableFromInline func msyncPending(_ state: UnsafeMutablePointer<ph_thread_state>) {
         guard state.pointee.msync_hi != 0 else { return }
         let lo = state.pointee.msync_lo, hi = state.pointee.msync_hi
         state.pointee.msync_lo = 0

@@ -19,13 +19,13 @@ import CPersistentHeap
 /// so a test can take crash images at fence k for every k of a workload.
 public final class SimulatedMedia: @unchecked Sendable {
     /// A cache line's contents.
-    package struct Line { var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) }
+    @_spi(Core) public struct Line { var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) }
 
     private struct State: @unchecked Sendable {
-        package var durable: UnsafeMutableRawPointer
-        package var size: Int
-        package var pending: [Int: Line] = [:]
-        package var fences = 0
+        @_spi(Core) public var durable: UnsafeMutableRawPointer
+        @_spi(Core) public var size: Int
+        @_spi(Core) public var pending: [Int: Line] = [:]
+        @_spi(Core) public var fences = 0
     }
 
     private let current: UnsafeMutableRawPointer
@@ -34,7 +34,7 @@ public final class SimulatedMedia: @unchecked Sendable {
 
     /// Creates media over the pool's memory (`size` bytes of `mapping`) whose durable image starts
     /// as a copy of `durableImage` (or of the memory when nil).
-    package init(mapping: PoolMapping, size: Int, durableImage: [UInt8]? = nil) {
+    @_spi(Core) public init(mapping: PoolMapping, size: Int, durableImage: [UInt8]? = nil) {
         current = mapping.base
         let d = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 64)
         if let durableImage {
@@ -64,7 +64,7 @@ public final class SimulatedMedia: @unchecked Sendable {
         set { hook.withLock { $0 = newValue } }
     }
 
-    package func flush(offset: Int, count: Int) {
+    @_spi(Core) public func flush(offset: Int, count: Int) {
         let first = offset >> 6, last = (offset + count - 1) >> 6
         state.withLock { s in
             for line in first...last where line << 6 < s.size {
@@ -77,7 +77,7 @@ public final class SimulatedMedia: @unchecked Sendable {
         }
     }
 
-    package func drain() {
+    @_spi(Core) public func drain() {
         let n = state.withLock { s -> Int in s.fences += 1; return s.fences }
         if let h = hook.withLock({ $0 }) { h(self, n) }
         state.withLock { s in
@@ -87,7 +87,7 @@ public final class SimulatedMedia: @unchecked Sendable {
     }
 
     /// Grows the media (the pool grew); new bytes are durable zeros.
-    package func grow(to newSize: Int) {
+    @_spi(Core) public func grow(to newSize: Int) {
         state.withLock { s in
             guard newSize > s.size else { return }
             let d = UnsafeMutableRawPointer.allocate(byteCount: newSize, alignment: 64)
@@ -100,7 +100,7 @@ public final class SimulatedMedia: @unchecked Sendable {
     }
 
     /// Shrinks the media (the pool gave back its tail).
-    package func shrink(to newSize: Int) {
+    @_spi(Core) public func shrink(to newSize: Int) {
         state.withLock { s in
             guard newSize < s.size else { return }
             s.size = newSize
@@ -149,10 +149,10 @@ public final class SimulatedMedia: @unchecked Sendable {
 }
 
 /// A small, fast, seeded generator (SplitMix64) for reproducible simulations.
-package struct SplitMix64: RandomNumberGenerator {
+@_spi(Core) public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    package init(seed: UInt64) { state = seed }
-    package mutating func next() -> UInt64 {
+    @_spi(Core) public init(seed: UInt64) { state = seed }
+    @_spi(Core) public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

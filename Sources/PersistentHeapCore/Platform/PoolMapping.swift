@@ -11,24 +11,24 @@ import Glibc
 /// nothing past the end of the file can be touched (no SIGBUS from a short file).
 ///
 /// A simulated pool is backed by anonymous memory in the same kind of reservation.
-package final class PoolMapping: @unchecked Sendable {
+@_spi(Core) public final class PoolMapping: @unchecked Sendable {
     /// Start of the reservation and of the pool.
-    package let base: UnsafeMutableRawPointer
+    @_spi(Core) public let base: UnsafeMutableRawPointer
     /// Access to the mapped bytes by pool offset.
-    package var bytes: PoolBytes { PoolBytes(base: base) }
+    @_spi(Core) public var bytes: PoolBytes { PoolBytes(base: base) }
     /// Bytes of address space reserved.
-    package let reserved: Int
+    @_spi(Core) public let reserved: Int
     /// Bytes currently mapped (the pool size).
     private(set) var mappedSize: Int
     /// The pool file, or nil for a simulated pool.
-    package let file: FileDescriptor?
-    package let writable: Bool
+    @_spi(Core) public let file: FileDescriptor?
+    @_spi(Core) public let writable: Bool
     /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
-    package let mapSync: Bool
+    @_spi(Core) public let mapSync: Bool
     private var released = false
 
     /// Maps `size` bytes of `file` into a fresh reservation of `reserve` bytes.
-    package init(file: FileDescriptor, size: Int, reserve: Int, writable: Bool, trySync: Bool) throws(PoolError) {
+    @_spi(Core) public init(file: FileDescriptor, size: Int, reserve: Int, writable: Bool, trySync: Bool) throws(PoolError) {
         let reserved = PoolMapping.roundUp(max(reserve, size), to: VirtualMemory.pageSize)
         base = try VirtualMemory.reserve(reserved)
         self.reserved = reserved
@@ -45,7 +45,7 @@ package final class PoolMapping: @unchecked Sendable {
     }
 
     /// Anonymous (simulated) memory of `size` bytes, initialised from `image` when given.
-    package convenience init(anonymousSize size: Int, reserve: Int, image: [UInt8]?) throws(PoolError) {
+    @_spi(Core) public convenience init(anonymousSize size: Int, reserve: Int, image: [UInt8]?) throws(PoolError) {
         try self.init(anonymousSize: size, reserve: reserve)
         if let image { bytes.copy(Array(image.prefix(size)), to: 0) }
     }
@@ -67,7 +67,7 @@ package final class PoolMapping: @unchecked Sendable {
     }
 
     /// Extends the file (and reserves its blocks) and maps the new bytes in place.
-    package func grow(to newSize: Int) throws(PoolError) {
+    @_spi(Core) public func grow(to newSize: Int) throws(PoolError) {
         // Invariant of `Pool.grow`, which bounds the size by the validated header.
         precondition(newSize > mappedSize && newSize <= reserved)
         let old = mappedSize
@@ -87,7 +87,7 @@ package final class PoolMapping: @unchecked Sendable {
     }
 
     /// Unmaps the tail past `newSize` and truncates the file to `newSize`.
-    package func shrink(to newSize: Int) throws(PoolError) {
+    @_spi(Core) public func shrink(to newSize: Int) throws(PoolError) {
         // Invariant of `Heap.shrinkTail`.
         precondition(newSize < mappedSize)
         let old = mappedSize
@@ -97,7 +97,7 @@ package final class PoolMapping: @unchecked Sendable {
     }
 
     /// Unmaps everything and closes the file. Idempotent.
-    package func release() {
+    @_spi(Core) public func release() {
         guard !released else { return }
         released = true
         VirtualMemory.release(base, size: reserved)
@@ -106,5 +106,5 @@ package final class PoolMapping: @unchecked Sendable {
 
     deinit { release() }
 
-    package static func roundUp(_ x: Int, to a: Int) -> Int { (x + a - 1) / a * a }
+    @_spi(Core) public static func roundUp(_ x: Int, to a: Int) -> Int { (x + a - 1) / a * a }
 }

@@ -6,16 +6,16 @@ import Glibc
 import CPersistentHeap
 
 /// The current `errno`.
-@inline(__always) package var currentErrno: Int32 { Glibc.errno }
+@inline(__always) @_spi(Core) public var currentErrno: Int32 { Glibc.errno }
 
 /// A raw file descriptor with the operations a pool needs. Not reference counted:
-/// the owner (``PoolFile``) closes it exactly once.
-package struct FileDescriptor: Sendable {
-    package let raw: Int32
-    package let path: String
+/// its owner (the `Pool`, or the open that fails) closes it exactly once.
+@_spi(Core) public struct FileDescriptor: Sendable {
+    @_spi(Core) public let raw: Int32
+    @_spi(Core) public let path: String
 
     /// Opens `path`. The corresponding C function is `open(2)`.
-    package static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(PoolError) -> FileDescriptor {
+    @_spi(Core) public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(PoolError) -> FileDescriptor {
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return FileDescriptor(raw: fd, path: path) }
@@ -26,17 +26,17 @@ package struct FileDescriptor: Sendable {
     }
 
     /// Closes the descriptor (`close(2)`); errors are ignored (the descriptor is gone either way).
-    package func close() { _ = Glibc.close(raw) }
+    @_spi(Core) public func close() { _ = Glibc.close(raw) }
 
     /// File status (`fstat(2)`).
-    package func stat() throws(PoolError) -> Glibc.stat {
+    @_spi(Core) public func stat() throws(PoolError) -> Glibc.stat {
         var st = Glibc.stat()
         if fstat(raw, &st) != 0 { throw PoolError.syscall("fstat", errno: currentErrno, path: path) }
         return st
     }
 
     /// Sets the file length (`ftruncate(2)`).
-    package func truncate(to size: Int) throws(PoolError) {
+    @_spi(Core) public func truncate(to size: Int) throws(PoolError) {
         while ftruncate(raw, off_t(size)) != 0 {
             let e = currentErrno
             if e == EINTR { continue }
@@ -46,7 +46,7 @@ package struct FileDescriptor: Sendable {
 
     /// Reserves blocks for [offset, offset+length) so later stores through a mapping cannot
     /// fault with SIGBUS for lack of space (`posix_fallocate(3)`).
-    package func allocateSpace(offset: Int, length: Int) throws(PoolError) {
+    @_spi(Core) public func allocateSpace(offset: Int, length: Int) throws(PoolError) {
         guard length > 0 else { return }
         let r = posix_fallocate(raw, off_t(offset), off_t(length))
         if r == 0 { return }
@@ -58,7 +58,7 @@ package struct FileDescriptor: Sendable {
     /// Releases the storage of [offset, offset+length) without changing the file size
     /// (`fallocate(2)` with `FALLOC_FL_PUNCH_HOLE`). Returns false where unsupported.
     @discardableResult
-    package func punchHole(offset: Int, length: Int) -> Bool {
+    @_spi(Core) public func punchHole(offset: Int, length: Int) -> Bool {
         guard length > 0 else { return true }
         while true {
             if ph_fallocate(raw, ph_falloc_punch_hole(), Int64(offset), Int64(length)) == 0 { return true }
@@ -68,7 +68,7 @@ package struct FileDescriptor: Sendable {
     }
 
     /// Reads exactly `count` bytes at `offset` (`pread(2)`); returns the bytes read (fewer at EOF).
-    package func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(PoolError) -> Int {
+    @_spi(Core) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(PoolError) -> Int {
         var done = 0
         while done < buffer.count {
             let n = pread(raw, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
@@ -84,14 +84,14 @@ package struct FileDescriptor: Sendable {
     }
 
     /// Reads up to `count` bytes at `offset` (fewer at the end of the file).
-    package func read(count: Int, at offset: Int) throws(PoolError) -> [UInt8] {
+    @_spi(Core) public func read(count: Int, at offset: Int) throws(PoolError) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)
         let n = try typedThrows { try buffer.withUnsafeMutableBytes { try read(into: $0, at: offset) } }
         return Array(buffer.prefix(n))
     }
 
     /// Flushes file data and metadata to the device (`fsync(2)`).
-    package func sync() throws(PoolError) {
+    @_spi(Core) public func sync() throws(PoolError) {
         while fsync(raw) != 0 {
             let e = currentErrno
             if e == EINTR { continue }
@@ -102,7 +102,7 @@ package struct FileDescriptor: Sendable {
     /// Takes an advisory lock without waiting (`flock(2)`): exclusive for writers, shared for
     /// readers. Locks are per open file description, so a second open in the same process
     /// conflicts too. Throws `poolBusy` when held elsewhere.
-    package func lock(exclusive: Bool) throws(PoolError) {
+    @_spi(Core) public func lock(exclusive: Bool) throws(PoolError) {
         while flock(raw, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             let e = currentErrno
             if e == EINTR { continue }
@@ -117,9 +117,9 @@ package struct FileDescriptor: Sendable {
 }
 
 /// Address-space operations (`mmap(2)`, `munmap(2)`, `msync(2)`, `mprotect(2)`).
-package enum VirtualMemory {
+@_spi(Core) public enum VirtualMemory {
     /// Reserves `size` bytes of address space with no access and no backing.
-    package static func reserve(_ size: Int) throws(PoolError) -> UnsafeMutableRawPointer {
+    @_spi(Core) public static func reserve(_ size: Int) throws(PoolError) -> UnsafeMutableRawPointer {
         let p = mmap(nil, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED || p == nil {
             throw PoolError.syscall("mmap (reserve \(size) bytes)", errno: currentErrno, path: nil)
@@ -128,18 +128,18 @@ package enum VirtualMemory {
     }
 
     /// Maps anonymous zero-filled read-write memory over [address, address+size) of a reservation.
-    package static func mapAnonymous(at address: UnsafeMutableRawPointer, size: Int) throws(PoolError) {
+    @_spi(Core) public static func mapAnonymous(at address: UnsafeMutableRawPointer, size: Int) throws(PoolError) {
         let p = mmap(address, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED { throw PoolError.syscall("mmap (anonymous)", errno: currentErrno, path: nil) }
     }
 
     /// Result of mapping a file: whether the kernel accepted `MAP_SYNC` (a DAX file).
-    package struct FileMapping { let mapSync: Bool }
+    @_spi(Core) public struct FileMapping { let mapSync: Bool }
 
     /// Maps `length` bytes of `fd` from file offset `offset` at `address` (inside a reservation).
     /// Tries `MAP_SHARED_VALIDATE|MAP_SYNC` first when `trySync`; falls back to `MAP_SHARED`
     /// on `EOPNOTSUPP`/`EINVAL` (no DAX: tmpfs, ext4 without dax).
-    package static func mapFile(_ fd: FileDescriptor, at address: UnsafeMutableRawPointer, length: Int, offset: Int,
+    @_spi(Core) public static func mapFile(_ fd: FileDescriptor, at address: UnsafeMutableRawPointer, length: Int, offset: Int,
                         writable: Bool, trySync: Bool) throws(PoolError) -> FileMapping {
         let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
         if trySync && writable {
@@ -154,19 +154,19 @@ package enum VirtualMemory {
     }
 
     /// Returns [address, address+size) to the no-access reservation state.
-    package static func unmapToReservation(_ address: UnsafeMutableRawPointer, size: Int) {
+    @_spi(Core) public static func unmapToReservation(_ address: UnsafeMutableRawPointer, size: Int) {
         guard size > 0 else { return }
         _ = mmap(address, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
     }
 
     /// Releases a reservation entirely.
-    package static func release(_ address: UnsafeMutableRawPointer, size: Int) {
+    @_spi(Core) public static func release(_ address: UnsafeMutableRawPointer, size: Int) {
         _ = munmap(address, size)
     }
 
     /// Synchronously writes back the pages covering [address, address+length) (`msync(MS_SYNC)`).
     /// `address` is rounded down to a page boundary.
-    package static func sync(_ address: UnsafeRawPointer, length: Int) -> Int32 {
+    @_spi(Core) public static func sync(_ address: UnsafeRawPointer, length: Int) -> Int32 {
         let page = UInt(pageSize)
         let a = UInt(bitPattern: address) & ~(page - 1)
         let end = UInt(bitPattern: address) + UInt(length)
@@ -179,5 +179,5 @@ package enum VirtualMemory {
     }
 
     /// The system page size.
-    package static let pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))
+    @_spi(Core) public static let pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))
 }

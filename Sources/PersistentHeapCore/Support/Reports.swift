@@ -4,7 +4,7 @@
 public struct PoolStats: Sendable, Codable, Equatable {
     /// Blocks of one size class.
     public struct SizeClassStats: Sendable, Codable, Equatable {
-        package init(blockSize: Int, runs: Int, objects: Int, freeBlocks: Int) {
+        @_spi(Core) public init(blockSize: Int, runs: Int, objects: Int, freeBlocks: Int) {
             self.blockSize = blockSize
             self.runs = runs
             self.objects = objects
@@ -53,7 +53,7 @@ public struct PoolStats: Sendable, Codable, Equatable {
     /// Size classes with at least one run.
     public var sizeClasses: [SizeClassStats] = []
 
-    package init() {}
+    @_spi(Core) public init() {}
 }
 
 /// The result of ``Pool/check()``.
@@ -65,7 +65,7 @@ public struct CheckReport: Sendable, Codable, Equatable {
     /// Whether no inconsistency was found.
     public var isConsistent: Bool { findings.isEmpty }
 
-    package init(findings: [String], stats: PoolStats) {
+    @_spi(Core) public init(findings: [String], stats: PoolStats) {
         self.findings = findings
         self.stats = stats
     }

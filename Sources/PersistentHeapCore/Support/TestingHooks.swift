@@ -4,11 +4,11 @@
 // must validate them. Not public API.
 
 /// A region of a pool file: what it holds, where, how many bytes.
-package struct PoolRegion: Sendable, Equatable {
-    package let kind: String
-    package let offset: Int
-    package let count: Int
-    package init(kind: String, offset: Int, count: Int) {
+@_spi(Core) public struct PoolRegion: Sendable, Equatable {
+    @_spi(Core) public let kind: String
+    @_spi(Core) public let offset: Int
+    @_spi(Core) public let count: Int
+    @_spi(Core) public init(kind: String, offset: Int, count: Int) {
         self.kind = kind
         self.offset = offset
         self.count = count
@@ -17,12 +17,12 @@ package struct PoolRegion: Sendable, Equatable {
 
 /// Operations on pool images (byte arrays holding a whole pool file) for tools that damage
 /// pools on purpose.
-package enum PoolImage {
+@_spi(Core) public enum PoolImage {
     /// CRC-32C, as the pool format uses it.
-    package static func crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 { Checksum.crc32c(bytes) }
+    @_spi(Core) public static func crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 { Checksum.crc32c(bytes) }
 
     /// Recomputes the checksum of both header copies (whatever their fields hold).
-    package static func resealHeaders(_ image: inout [UInt8]) {
+    @_spi(Core) public static func resealHeaders(_ image: inout [UInt8]) {
         for at in [Format.primaryHeaderOffset, Format.backupHeaderOffset] where image.count >= at + Format.headerSize {
             image.withUnsafeMutableBytes { b in
                 let crc = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: b[at..<(at + HeaderField.checksum)]))
@@ -33,7 +33,7 @@ package enum PoolImage {
 
     /// Recomputes the checksum of every lane log whose structure still parses (so that a log
     /// with hostile entries is taken as committed and replayed).
-    package static func resealLogs(_ image: inout [UInt8]) {
+    @_spi(Core) public static func resealLogs(_ image: inout [UInt8]) {
         guard image.count >= Format.headerSize else { return }
         let lanes = Int(min(4096, image.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: HeaderField.laneCount, as: UInt32.self) }))
         image.withUnsafeMutableBytes { b in
@@ -43,7 +43,7 @@ package enum PoolImage {
             for lane in 0..<lanes {
                 for (at, size) in LaneLayout.logs {
                     let log = Format.laneRegionOffset + lane * Format.laneSize + at
-                    guard log + size <= b.count, let s = RedoLog.scan(bytes: bytes, lane: log, size: size, allowed: allowed) else { continue }
+                    guard log + size <= b.count, let s = RedoLog.scan(bytes: bytes, logOffset: log, size: size, allowed: allowed) else { continue }
                     bytes.setU32(log + LogField.checksum, s.crc)
                 }
             }
@@ -51,7 +51,7 @@ package enum PoolImage {
     }
 
     /// Recomputes the checksum of the run header at `offset`.
-    package static func resealRunHeader(_ image: inout [UInt8], at offset: Int) {
+    @_spi(Core) public static func resealRunHeader(_ image: inout [UInt8], at offset: Int) {
         guard offset >= 0, offset + RunField.bitmap <= image.count else { return }
         image.withUnsafeMutableBytes { b in
             let crc = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: b[offset..<(offset + RunField.checksum)]))
@@ -61,13 +61,13 @@ package enum PoolImage {
 
     /// A well-formed unit-table entry (valid check byte) of raw kind `kind` (1 free, 2 used,
     /// 3 run), so that a fuzzer can plant plausible entries with hostile lengths or classes.
-    package static func unitEntry(kind: UInt8, length: Int, sizeClass: Int) -> UInt64 {
+    @_spi(Core) public static func unitEntry(kind: UInt8, length: Int, sizeClass: Int) -> UInt64 {
         let low = UInt64(kind) | UInt64(sizeClass & 0xff) << 8 | (UInt64(truncatingIfNeeded: length) & 0x7f_ffff_ffff) << 16
         return low | UInt64(UnitEntry.check(low)) << 56
     }
 
     /// Offsets of the fields of a header copy that describe its geometry (for targeted mutation).
-    package static let headerFieldOffsets: [Int] = [
+    @_spi(Core) public static let headerFieldOffsets: [Int] = [
         HeaderField.poolSize, HeaderField.maxSize, HeaderField.growStep, HeaderField.laneOffset, HeaderField.laneCount,
         HeaderField.laneSize, HeaderField.tableOffset, HeaderField.heapOffset, HeaderField.unitSize, HeaderField.maxUnits,
         HeaderField.compatFlags, HeaderField.incompatFlags, HeaderField.major,

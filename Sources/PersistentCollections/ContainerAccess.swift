@@ -8,7 +8,7 @@
 // checks every access against the heap; nodes are validated once (`region`), then read field by
 // field at offsets computed from validated indexes.
 
-import PersistentHeap
+@_spi(Containers) import PersistentHeap
 
 extension Pool {
     /// The container header `slot` refers to; if the slot is null, a zeroed header is allocated
@@ -73,7 +73,7 @@ struct ContainerReader {
             if error.code == .closed { throw error }
             throw corrupted(pool, what(), at: offset, "\(count) bytes do not lie inside the heap")
         }
-        return Region(offset: offset, view: view, tx: tx, path: pool.path)
+        return Region(offset: offset, view: view, tx: tx, pool: pool)
     }
 }
 
@@ -83,18 +83,22 @@ struct Region {
     let offset: Int
     let view: ByteView
     let tx: Transaction?
-    let path: String?
+    /// The pool (for errors; nodes reach it here rather than holding a second reference).
+    let pool: Pool
 
     /// The `T` at `rel` bytes into the region (aligned for `T` in a transaction). A position
     /// outside the region — computed from a damaged field that a caller did not bound — throws
     /// `.corrupted` (a second line of defence: callers bound every index they read).
     @inline(__always)
     func load<T: BitwiseCopyable>(_: T.Type, at rel: Int) throws -> T {
-        guard rel >= 0, rel <= view.count - MemoryLayout<T>.size else {
-            throw PoolError(.corrupted, "structure at offset \(offset): field at +\(rel) (\(MemoryLayout<T>.size) bytes) lies outside its \(view.count) bytes", path: path)
-        }
+        guard let v = view.loadIfInside(T.self, at: rel) else { throw outside(rel, MemoryLayout<T>.size) }
         if let tx { return try tx.read(PPointer<T>(offset: UInt64(truncatingIfNeeded: offset + rel))) }
-        return view.load(T.self, at: rel)
+        return v
+    }
+
+    @inline(never)
+    private func outside(_ rel: Int, _ size: Int) -> PoolError {
+        PoolError(.corrupted, "structure at offset \(offset): field at +\(rel) (\(size) bytes) lies outside its \(view.count) bytes", path: pool.path)
     }
 }
 

@@ -100,11 +100,11 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// is checked against the capacity before it is used (`slot(_:)`).
     struct Node {
         let region: Region
-        let pool: Pool
         let isLeaf: Bool
         let layout: Layout
         let count: Int
         var offset: Int { region.offset }
+        var pool: Pool { region.pool }
         var link: PRawPointer { get throws { try region.load(PRawPointer.self, at: 8) } }
         /// Order entry `i` (`i < count`: every caller's index is bounded by the validated count).
         @inline(__always)
@@ -142,7 +142,7 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         guard kind == 1 || kind == 2, c <= l.capacity else {
             throw corrupted(pool, "B+ tree node", at: o, kind == 1 || kind == 2 ? "claims \(c) entries" : "unknown kind \(kind)")
         }
-        return Node(region: try r.region(o, count: l.bytes, "B+ tree node"), pool: pool, isLeaf: kind == 1, layout: l, count: c)
+        return Node(region: try r.region(o, count: l.bytes, "B+ tree node"), isLeaf: kind == 1, layout: l, count: c)
     }
 
     /// The header, validated: a non-negative count no larger than the pool, a height within 64.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PersistentHeap
+@_spi(Containers) import PersistentHeap
 
 /// An immutable UTF-8 string in a pool: 8 bytes, a pointer to a block holding the byte count and
 /// the bytes. Convert with ``make(_:in:)`` and ``string(in:)``; the empty string needs no block.

@@ -137,8 +137,10 @@ extension Heap {
             extent = n
         }
         let i = info(t.start)
+        lockExtents()   // a neighbour's merge reads the record at this extent's edge
         i.kind = .reserved
         i.length = n
+        unlockExtents()
         return Reservation(offset: unitOffset(t.start), usableSize: n << Format.unitShift, lane: lane,
                            kind: .large(unit: t.start, units: n, extent: extent, punched: t.punched))
     }

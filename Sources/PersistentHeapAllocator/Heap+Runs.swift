@@ -253,14 +253,18 @@ extension Heap {
         if t.length > g.units { prewriteRemainder(t, taken: g.units) }
         persistence.drain()
         commitEntry(a, UnitEntry(kind: .run, length: g.units, sizeClass: c))
-        indexRemainder(t, taken: g.units)
+        // The record and the boundary tags under the extent lock, like `noteUsed`: a neighbour's
+        // free (`addFreeExtent`, lock held) reads `startOf` and the kind at this run's edges.
         let i = info(a)
+        i.storeFreeCount(Int32(g.blockCount))
+        i.storeOwner(Int32(lane + 1))
+        lockExtents()
         i.kind = .run
         i.sizeClass = c
         i.length = g.units
-        i.storeFreeCount(Int32(g.blockCount))
-        i.storeOwner(Int32(lane + 1))
         for k in a..<(a + g.units) { startOf[k] = UInt32(a) }
+        if t.length > g.units { addFreeExtent(a + g.units, length: t.length - g.units, punched: t.punched) }
+        unlockExtents()
         return a
     }
 

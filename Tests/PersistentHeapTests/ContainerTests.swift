@@ -1,6 +1,6 @@
 import PHeapTestSupport
 import Testing
-@testable import PersistentHeap
+@_spi(Containers) @testable import PersistentHeap
 @testable import PersistentCollections
 @_spi(Allocator) @testable import PersistentHeapAllocator
 @_spi(Core) @testable import PersistentHeapCore

@@ -4,7 +4,7 @@ import Glibc
 import PHeapTestSupport
 import Synchronization
 import Testing
-@testable import PersistentHeap
+@_spi(Containers) @testable import PersistentHeap
 @testable import PersistentCollections
 @_spi(Allocator) @testable import PersistentHeapAllocator
 @_spi(Core) @testable import PersistentHeapCore

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import PHeapTestSupport
 import Testing
-@testable import PersistentHeap
+@_spi(Containers) @testable import PersistentHeap
 @testable import PersistentCollections
 @_spi(Allocator) @testable import PersistentHeapAllocator
 @_spi(Core) @testable import PersistentHeapCore

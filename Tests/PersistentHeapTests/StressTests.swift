@@ -5,7 +5,7 @@ import Dispatch
 import PHeapTestSupport
 import Synchronization
 import Testing
-@testable import PersistentHeap
+@_spi(Containers) @testable import PersistentHeap
 @testable import PersistentCollections
 @_spi(Allocator) @testable import PersistentHeapAllocator
 @_spi(Core) @testable import PersistentHeapCore

@@ -40,10 +40,10 @@ public final class Pool: @unchecked Sendable {
     let mapping: PoolMapping
     /// The persistence layer of this pool.
     public let persistence: Persistence
-    let heap: Heap
+    @_spi(Containers) public let heap: Heap
     let lanes: LaneTable
     let poolID: UInt64
-    let bytes: PoolBytes
+    @_spi(Containers) public let bytes: PoolBytes
     /// The header as read (or made) at open. Immutable: the pool's current size is the heap's
     /// (``size``); growth and shrink write copies with the new size (``writeHeader(poolSize:)``).
     let header: PoolHeader
@@ -51,7 +51,7 @@ public final class Pool: @unchecked Sendable {
     /// the struct (and retain its array and string).
     let maxRequest: Int
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
-    private let closed = Atomic<Bool>(true)
+    @usableFromInline let closed = Atomic<Bool>(true)
     /// Per lane: the lane's transaction state (created on first use, touched only by the lane's
     /// thread). `txStates` is `transactionStates.base`, kept apart for the hot path.
     let txStates: FixedArray<FixedArray<TransactionState>?>
@@ -348,7 +348,7 @@ public final class Pool: @unchecked Sendable {
     /// Whether ``close()`` was called.
     public var isClosed: Bool { closed.load(ordering: .acquiring) }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func checkOpen() throws(PoolError) {
         if closed.load(ordering: .relaxed) { throw PoolError(.closed, "the pool is closed", path: path) }
     }

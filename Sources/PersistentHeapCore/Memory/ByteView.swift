@@ -31,6 +31,14 @@ public struct ByteView: @unchecked Sendable {
         return (base + offset).loadUnaligned(as: T.self)
     }
 
+    /// The `T` at `offset` (no alignment needed), or nil when `[offset, offset + size of T)`
+    /// is not inside the view: one check, for readers that turn a bad offset into an error.
+    @inlinable @inline(__always)
+    public func loadIfInside<T: BitwiseCopyable>(_: T.Type, at offset: Int) -> T? {
+        guard offset >= 0, MemoryLayout<T>.size <= count, offset <= count - MemoryLayout<T>.size else { return nil }
+        return (base + offset).loadUnaligned(as: T.self)
+    }
+
     /// Whether the `bytes` equal the view's bytes at `offset` (`offset + bytes.count ≤ count`).
     @inlinable
     public func equals(_ bytes: UnsafeBufferPointer<UInt8>, at offset: Int) -> Bool {

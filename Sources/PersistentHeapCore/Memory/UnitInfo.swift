@@ -4,7 +4,7 @@ import CPersistentHeap
 /// `MappedMemory` sized for the maximum pool). Its meaning is the allocator's (`VolatileKind`,
 /// flags); its bytes and atomics are here, in the core.
 ///
-///     0  kind       UInt8   (the allocator's VolatileKind)
+///     0  kind       UInt8   (the allocator's VolatileKind; atomic, relaxed)
 ///     1  sizeClass  UInt8   (runs)
 ///     2  flags      UInt8   (atomic, relaxed: set by one lane's thread, read by others)
 ///     4  length     UInt32  units
@@ -21,9 +21,11 @@ import CPersistentHeap
 
     @_spi(Core) public static let stride = 16
 
+    /// The kind byte (relaxed atomic loads and stores: written under one of the allocator's locks,
+    /// read under another — a neighbour's merge reads the kind at an extent's edge).
     @inlinable @inline(__always) @_spi(Core) public var kindRaw: UInt8 {
-        get { p.load(as: UInt8.self) }
-        nonmutating set { p.storeBytes(of: newValue, as: UInt8.self) }
+        get { ph_load_relaxed_u8(p.assumingMemoryBound(to: UInt8.self)) }
+        nonmutating set { ph_store_relaxed_u8(p.assumingMemoryBound(to: UInt8.self), newValue) }
     }
     @inlinable @inline(__always) @_spi(Core) public var sizeClass: Int {
         get { Int(p.load(fromByteOffset: 1, as: UInt8.self)) }

@@ -122,13 +122,24 @@ extension Heap {
         let length: Int
         /// Some of its storage may be a punched hole (reserve it before writing: `prepareStorage`).
         let punched: Bool
+        /// The units asked for: `length - requested` come back to the index when the taker
+        /// settles (``settle(_:)``) — counted meanwhile in `pendingRemainderUnits`.
+        let requested: Int
+    }
+
+    /// Records that the taker of `t` is done with its remainder (indexed again, or kept by a
+    /// reservation until it is published). Extent lock held.
+    @inline(__always)
+    func settle(_ t: TakenExtent) {
+        pendingRemainderUnits -= t.length - t.requested
     }
 
     /// Takes the lowest-addressed free extent of at least `n` units out of the index. Extent lock held.
     private func takeIndexed(_ n: Int) -> TakenExtent? {
         guard let start = findFree(n) else { return nil }
         let i = info(start)
-        let t = TakenExtent(start: start, length: i.length, punched: i.flags & UnitFlags.punched != 0)
+        let t = TakenExtent(start: start, length: i.length, punched: i.flags & UnitFlags.punched != 0, requested: n)
+        pendingRemainderUnits += t.length - n
         removeFree(start)
         i.clear()
         return t
@@ -145,9 +156,19 @@ extension Heap {
             throw PoolError(.outOfSpace, "no free extent of \(n) units (\(n << Format.unitShift) bytes) and the pool cannot grow")
         }
         return try growthLock.withLock { () throws(PoolError) -> TakenExtent in
+            var waits = 0
             while true {
                 lockExtents()
                 if let t = takeIndexed(n) { unlockExtents(); return t }  // another thread grew meanwhile
+                // Another thread has taken an extent whose remainder could serve this request and
+                // is about to index it again (its commit is a fence or an msync away): wait for it
+                // (bounded, ~2 ms) instead of growing the file for space that exists.
+                if pendingRemainderUnits >= n && waits < 100 {
+                    unlockExtents()
+                    waits += 1
+                    ThreadContext.sleep(microseconds: 20)
+                    continue
+                }
                 // Grow by enough for the request even if the tail is partly free already.
                 let old = units
                 var tailFree = 0
@@ -185,6 +206,7 @@ extension Heap {
     /// Returns a taken extent to the index, unchanged.
     func putBack(_ t: TakenExtent) {
         lockExtents()
+        settle(t)
         addFreeExtent(t.start, length: t.length, punched: t.punched)
         unlockExtents()
     }
@@ -233,6 +255,7 @@ extension Heap {
         if t.length > n || zeroed { persistence.drain() }
         commitEntry(a, UnitEntry(kind: .used, length: n))
         lockExtents()
+        settle(t)
         noteUsed(a, length: n)
         if t.length > n { addFreeExtent(a + n, length: t.length - n, punched: t.punched) }
         unlockExtents()

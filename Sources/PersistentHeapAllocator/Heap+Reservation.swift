@@ -138,6 +138,7 @@ extension Heap {
         }
         let i = info(t.start)
         lockExtents()   // a neighbour's merge reads the record at this extent's edge
+        settle(t)       // a remainder not split off stays with the reservation until it is published
         i.kind = .reserved
         i.length = n
         unlockExtents()

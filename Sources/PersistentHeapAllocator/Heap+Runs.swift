@@ -259,6 +259,7 @@ extension Heap {
         i.storeFreeCount(Int32(g.blockCount))
         i.storeOwner(Int32(lane + 1))
         lockExtents()
+        settle(t)
         i.kind = .run
         i.sizeClass = c
         i.length = g.units

@@ -106,6 +106,9 @@ extension UnitInfo {
     /// Serialises growth and shrink (a blocking lock: they make system calls), so that the extent
     /// lock is never held across them.
     let growthLock = BlockingLock()
+    /// Units of taken extents' remainders on their way back to the index (extent lock): growth
+    /// waits for them rather than extending the file (`takeFree`).
+    var pendingRemainderUnits = 0
 
     /// Grows the pool file by at least `units` units; returns the new unit count. Set by the pool.
     @_spi(Allocator) public var growFile: ((Int) throws(PoolError) -> Int)?

@@ -25,7 +25,7 @@ import Synchronization
         while true {
             if let lane = free.withLock({ $0.popLast() }) { return lane }
             spins += 1
-            if spins < 100 { sched_yield() } else { usleep(100) }
+            if spins < 100 { ThreadContext.yield() } else { ThreadContext.sleep(microseconds: 100) }
         }
     }
 

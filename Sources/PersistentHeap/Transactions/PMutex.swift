@@ -47,7 +47,7 @@ extension Pool {
         var spins = 0
         while try !tryLock(m) {
             spins += 1
-            if spins < 64 { ThreadContext.spinPause() } else if spins < 1000 { sched_yield() } else { usleep(50) }
+            if spins < 64 { ThreadContext.spinPause() } else if spins < 1000 { ThreadContext.yield() } else { ThreadContext.sleep(microseconds: 50) }
         }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CPersistentHeap
 
 /// The calling thread's context, kept in one C `_Thread_local` record (read inline, no lookup):
@@ -9,6 +12,12 @@ import CPersistentHeap
 @_spi(Core) public enum ThreadContext {
     /// The CPU's spin-wait hint (`pause` on x86).
     @inlinable @inline(__always) @_spi(Core) public static func spinPause() { ph_pause() }
+
+    /// Gives the CPU to another thread (`sched_yield`): a wait for another thread's short step.
+    @_spi(Core) public static func yield() { sched_yield() }
+
+    /// Sleeps the calling thread for about `microseconds` (`usleep`): a bounded wait's step.
+    @_spi(Core) public static func sleep(microseconds: UInt32) { usleep(microseconds) }
 
     /// Entries of the lane cache.
     @_spi(Core) public static let laneCacheSize = 4

@@ -408,14 +408,14 @@ extension Heap {
 extension Heap {
     /// Allocates `size` bytes: durable when it returns (one fence; two for a split extent), not
     /// linked anywhere.
-    @_spi(Allocator) public func allocate(size: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
+    public func allocate(size: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         if let c = classIndex(size: size, alignment: alignment) { return try allocateSmall(sizeClass: c, zeroed: zeroed) }
         return try allocateExtent(units: Heap.unitsFor(size), zeroed: zeroed)
     }
 
     /// Frees the live allocation at `offset` (one fence).
     /// - Throws: `invalidFree` when it is not one.
-    @_spi(Allocator) public func free(_ offset: Int) throws(PoolError) {
+    public func free(_ offset: Int) throws(PoolError) {
         switch try locate(offset) {
         case .small(let r, let c, let w, let mask): try freeSmall(run: r, sizeClass: c, word: w, mask: mask)
         case .large(let u): try freeExtent(unit: u)

@@ -48,14 +48,19 @@ extension UnitInfo {
 /// - per size class, a **binary heap of runs** with free blocks, ordered by address, from which
 ///   lanes take the lowest run when theirs fills up                 — that class's lock;
 /// - per lane, the run each class allocates from                    — the lane's thread only.
-@_spi(Allocator) public final class Heap: @unchecked Sendable {
+///
+/// The class and its two plain entry points, ``allocate(size:alignment:zeroed:)`` and
+/// ``free(_:)``, are public (not SPI) so that `Pool`'s inlinable `allocate`/`free` can call them
+/// straight from the application's code (one call, as when everything was one module). The
+/// module is not a product: nothing here is visible to a user's `import PersistentHeap`.
+public final class Heap: @unchecked Sendable {
     @_spi(Allocator) public let bytes: PoolBytes
     @_spi(Allocator) public let persistence: Persistence
     @_spi(Allocator) public let heapOffset: Int
     @_spi(Allocator) public let tableOffset: Int
     let maxUnits: Int
     @_spi(Allocator) public let laneOffset: Int
-    @usableFromInline let lanes: LaneTable
+    @_spi(Allocator) public let lanes: LaneTable
     @usableFromInline let poolID: UInt64
 
     /// Heap units in use. Changes only under the extent lock (growth, shrink); read by every

@@ -4,16 +4,24 @@
 @_spi(Allocator) import PersistentHeapAllocator
 
 extension Pool {
-    /// Validates a request and returns the size to allocate.
-    @inline(__always)
+    /// The largest alignment an allocation may ask for: the heap's unit (`Format.unitSize`,
+    /// asserted equal when a pool opens; a literal here because the inlined check below cannot
+    /// name the core's SPI).
+    @inlinable static var maxAlignment: Int { 4096 }
+
+    /// Validates a request (inlined into the caller; the errors are built out of line).
+    @inlinable @inline(__always)
     func checkRequest(bytes n: Int, alignment: Int) throws(PoolError) {
-        guard n > 0 else { throw PoolError(.invalidArgument, "allocation size must be at least 1 byte (got \(n))", path: path) }
-        guard alignment > 0, alignment & (alignment - 1) == 0, alignment <= Format.unitSize else {
-            throw PoolError(.invalidArgument, "alignment \(alignment) is not a power of two up to \(Format.unitSize)", path: path)
+        guard n > 0, alignment > 0, alignment & (alignment - 1) == 0, alignment <= Pool.maxAlignment, n <= maxRequest else {
+            throw requestError(bytes: n, alignment: alignment)
         }
-        guard n <= maxRequest else {
-            throw PoolError(.outOfSpace, "\(n) bytes exceed the pool's maximum size of \(maxRequest)", path: path)
-        }
+    }
+
+    @usableFromInline @inline(never)
+    func requestError(bytes n: Int, alignment: Int) -> PoolError {
+        if n <= 0 { return PoolError(.invalidArgument, "allocation size must be at least 1 byte (got \(n))", path: path) }
+        if n > maxRequest { return PoolError(.outOfSpace, "\(n) bytes exceed the pool's maximum size of \(maxRequest)", path: path) }
+        return PoolError(.invalidArgument, "alignment \(alignment) is not a power of two up to \(Format.unitSize)", path: path)
     }
 
     /// The pool offset of an application's slot, validated (``Heap/validateSlot(_:)``).
@@ -86,8 +94,12 @@ extension Pool {
     /// - Throws: `outOfSpace` (nothing is changed), `invalidArgument`, `readOnly`, `closed`.
     /// - Complexity: O(1) for blocks up to 16 KiB (amortised); O(log n) in the number of free
     ///   extents for larger ones.
+    @inlinable
     public func allocate(bytes: Int, alignment: Int = 16, zeroed: Bool = false) throws(PoolError) -> PRawPointer {
-        PRawPointer(offset: UInt64(try allocateRaw(bytes, alignment: alignment, zeroed: zeroed)))
+        // Inlined into the caller: the checks, then one call into the allocator.
+        try checkWritable()
+        try checkRequest(bytes: bytes, alignment: alignment)
+        return PRawPointer(offset: UInt64(truncatingIfNeeded: try allocator.allocate(size: bytes, alignment: alignment, zeroed: zeroed)))
     }
 
     /// Allocates room for `count` values of `T` (uninitialised unless `zeroed`).
@@ -141,10 +153,11 @@ extension Pool {
     }
 
     /// Frees the block `p` points at (see ``free(_:)-(PPointer<T>)``).
+    @inlinable
     public func free(_ p: PRawPointer) throws(PoolError) {
         guard !p.isNull else { return }
         try checkWritable()
-        try heap.free(Int(truncatingIfNeeded: p.offset))
+        try allocator.free(Int(truncatingIfNeeded: p.offset))
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, **atomically**. A null slot is

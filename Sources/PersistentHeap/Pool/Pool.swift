@@ -41,6 +41,8 @@ public final class Pool: @unchecked Sendable {
     /// The persistence layer of this pool.
     public let persistence: Persistence
     @_spi(Containers) public let heap: Heap
+    /// `heap` again, for the inlinable `allocate`/`free` (an SPI property cannot be named there).
+    @usableFromInline let allocator: Heap
     let lanes: LaneTable
     let poolID: UInt64
     @_spi(Containers) public let bytes: PoolBytes
@@ -49,7 +51,7 @@ public final class Pool: @unchecked Sendable {
     let header: PoolHeader
     /// `header.maxSize`, kept apart: reading a field of `header` on the hot path would copy
     /// the struct (and retain its array and string).
-    let maxRequest: Int
+    @usableFromInline let maxRequest: Int
     /// True until `init` completes, and after `close()`: a failed open never runs `close()`.
     @usableFromInline let closed = Atomic<Bool>(true)
     /// Per lane: the lane's transaction state (created on first use, touched only by the lane's
@@ -77,6 +79,8 @@ public final class Pool: @unchecked Sendable {
         txStates = transactionStates.states
         persistence = Persistence(domain: domain, mapping: mapping, media: media, deferredSlots: Int(header.laneCount))
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
+        allocator = heap
+        assert(Pool.maxAlignment == Format.unitSize, "Pool.maxAlignment must be the heap's unit")
 
         let state = bytes.u64(StateField.shutdown)
         previousShutdownWasClean = state == ShutdownState.clean
@@ -353,7 +357,7 @@ public final class Pool: @unchecked Sendable {
         if closed.load(ordering: .relaxed) { throw PoolError(.closed, "the pool is closed", path: path) }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func checkWritable() throws(PoolError) {
         try checkOpen()
         if isReadOnly { throw PoolError(.readOnly, "the pool is open read-only", path: path) }

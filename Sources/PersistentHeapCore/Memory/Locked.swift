@@ -9,27 +9,14 @@ import Glibc
 /// which ThreadSanitizer cannot see, so every access it guards would be reported as a race. A
 /// pthread mutex is intercepted by the sanitizer (and costs the same off the hot path).
 @_spi(Core) public final class Locked<State>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let lock = BlockingLock()
     private var state: State
 
-    @_spi(Core) public init(_ state: State) {
-        self.state = state
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deinitialize(count: 1)
-        mutex.deallocate()
-    }
+    @_spi(Core) public init(_ state: State) { self.state = state }
 
     /// Runs `body` with the state, holding the lock.
     @_spi(Core) public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&state)
+        try lock.withLock { () throws(E) -> R in try body(&state) }
     }
 }
 

@@ -32,6 +32,7 @@ extension Heap {
             let e = tableEntry(u)
             guard e.isWellFormed else { note("unit \(u): malformed table entry 0x\(String(e.raw, radix: 16)); walk stopped"); break }
             guard e.length <= units - u, let kind = e.kind else { note("unit \(u): extent of \(e.length) units runs past the end (\(units))"); break }
+            if let problem = segmentProblem(u, e) { note("\(problem); walk stopped"); break }
             let n = e.length
             switch kind {
             case .free:
@@ -49,6 +50,10 @@ extension Heap {
                 if startOf[u] != UInt32(u) || startOf[u + n - 1] != UInt32(u) { note("unit \(u): large object boundary tags wrong") }
             case .run:
                 checkRun(at: u, entry: e, stats: &stats, classStats: &classStats, note: note)
+            case .table:
+                stats.unitTableBytes += n << Format.unitShift
+                let i = info(u)
+                if i.kind != .table || i.length != n { note("unit \(u): unit table of \(n) units not indexed as such") }
             case .none:
                 break
             }
@@ -96,10 +101,10 @@ extension Heap {
             }
         }
 
-        // 4. Space accounting: every heap byte is allocated, free, or run overhead.
-        let accounted = stats.allocatedBytes + stats.freeBytes + stats.runOverheadBytes
+        // 4. Space accounting: every heap byte is allocated, free, run overhead or unit table.
+        let accounted = stats.allocatedBytes + stats.freeBytes + stats.runOverheadBytes + stats.unitTableBytes
         if findings.isEmpty && accounted != stats.heapSize {
-            note("accounting: \(accounted) bytes allocated + free + overhead, heap has \(stats.heapSize)")
+            note("accounting: \(accounted) bytes allocated + free + overhead + tables, heap has \(stats.heapSize)")
         }
 
         // 5. Logs: none may hold an operation whose effects are missing.

@@ -177,13 +177,12 @@ extension Heap {
                     if ti.kind == .free && t + ti.length == old { tailFree = ti.length }
                 }
                 unlockExtents()
-                // The pool extends and maps the file, pre-writes the new free extent beyond the
-                // old end (`prewriteGrowth`) and commits the new size in its header.
-                let newUnits = try growFile(n - tailFree)
-                precondition(newUnits > old)  // `Pool.grow` returns more units or throws
+                // The pool extends and maps the file, pre-writes the new units' tables and free
+                // extents beyond the old end (`prewriteGrowth`) and commits the new size in its
+                // header. The end must hold `n` contiguous free units in one segment.
+                let newUnits = try growFile(segments.endHolding(n, old: old, tailFree: tailFree))
                 lockExtents()
-                units = newUnits
-                addFreeExtent(old, length: newUnits - old, punched: false)
+                indexGrowth(from: old, to: newUnits)
                 if let t = takeIndexed(n) { unlockExtents(); return t }
                 unlockExtents()  // the free tail was taken meanwhile: grow again
             }
@@ -313,52 +312,86 @@ extension Heap {
 
     /// Gives the free tail of the pool back to the file system. Returns the bytes released.
     /// Under the growth lock; the tail is out of the index (no one allocates or merges it) while
-    /// the header is committed and the file truncated.
+    /// the header is committed and the file truncated. A segment left holding only its table is
+    /// given back with it, and the tail of the segment before is tried next.
     func shrinkTail() throws(PoolError) -> Int {
         guard let shrinkFile else { return 0 }
         return try growthLock.withLock { () throws(PoolError) -> Int in
-            lockExtents()
-            let old = units
-            guard old > 1 else { unlockExtents(); return 0 }
-            let t = Int(startOf[old - 1])
-            let ti = info(t)
-            guard ti.kind == .free, t + ti.length == old else { unlockExtents(); return 0 }
-            let keep = max(t, 1)
-            guard keep < old else { unlockExtents(); return 0 }
-            removeFree(t)
-            let punched = ti.flags & UnitFlags.punched != 0
-            ti.kind = .reserved
-            unlockExtents()
-            if keep > t {
-                // The whole heap is free: keep one unit. Split the chain at `keep` first (pre-write,
-                // fence, commit) so it is valid for both the old and the new pool size.
-                bytes.setU64(tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw)
-                persistence.persist(offset: tableEntryOffset(keep), count: 8)
-                commitEntry(t, UnitEntry(kind: .free, length: keep - t))
+            var released = 0
+            while let step = try shrinkStep(shrinkFile) {
+                released += step.bytes
+                if !step.droppedSegment { break }
             }
-            do throws(PoolError) {
-                try shrinkFile(keep)
-            } catch {
-                lockExtents()
-                ti.clear()
-                insertFree(t, length: old - t, punched: punched)
-                unlockExtents()
-                throw error
-            }
-            lockExtents()
-            units = keep
-            ti.clear()
-            if keep > t { insertFree(t, length: keep - t, punched: punched) }
-            unlockExtents()
-            return (old - keep) << Format.unitShift
+            return released
         }
     }
 
+    /// One step of `shrinkTail`: the free extent at the end of the last segment, and that
+    /// segment's table when nothing else is left in it. Nil when the tail is not free.
+    private func shrinkStep(_ shrinkFile: (Int) throws(PoolError) -> Void) throws(PoolError) -> (bytes: Int, droppedSegment: Bool)? {
+        lockExtents()
+        let old = units
+        guard old > 1 else { unlockExtents(); return nil }
+        let t = Int(startOf[old - 1])
+        let ti = info(t)
+        guard ti.kind == .free, t + ti.length == old else { unlockExtents(); return nil }
+        let k = segments.segment(of: t)
+        let dropSegment = k > 0 && t == segments.dataStart(k)
+        // Keep segment 0's table and one unit after it: a pool always has a heap.
+        let keep = dropSegment ? segments.start(k) : max(t, segments.dataStart(0) + 1)
+        guard keep < old else { unlockExtents(); return nil }
+        removeFree(t)
+        let punched = ti.flags & UnitFlags.punched != 0
+        ti.kind = .reserved
+        unlockExtents()
+        if keep > t {
+            // The whole heap is free: keep one unit. Split the chain at `keep` first (pre-write,
+            // fence, commit) so it is valid for both the old and the new pool size.
+            bytes.setU64(tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw)
+            persistence.persist(offset: tableEntryOffset(keep), count: 8)
+            commitEntry(t, UnitEntry(kind: .free, length: keep - t))
+        }
+        do throws(PoolError) {
+            try shrinkFile(keep)
+        } catch {
+            lockExtents()
+            ti.clear()
+            insertFree(t, length: old - t, punched: punched)
+            unlockExtents()
+            throw error
+        }
+        lockExtents()
+        units = keep
+        ti.clear()
+        if dropSegment {
+            info(keep).clear()
+        } else if keep > t {
+            insertFree(t, length: keep - t, punched: punched)
+        }
+        unlockExtents()
+        return ((old - keep) << Format.unitShift, dropSegment)
+    }
+
     /// Growth, step 2 (between mapping the new bytes and committing the new size in the
-    /// header): the new units [old, new) become one free extent in the unit table. Beyond the
-    /// old end, the entry is ignored until the header commit.
-    @_spi(Allocator) public func prewriteGrowth(from old: Int, to new: Int) {
-        bytes.setU64(tableEntryOffset(old), UnitEntry(kind: .free, length: new - old).raw)
-        persistence.persist(offset: tableEntryOffset(old), count: 8)
+    /// header): the new units [old, new) get their entries — a table extent at the start of each
+    /// segment reached, one free extent for the rest of each segment — flushed and fenced.
+    /// Beyond the old end they are ignored until the header commit.
+    @_spi(Allocator) public func prewriteGrowth(from old: Int, to new: Int, header: PoolHeader) {
+        Heap.writeSegmentEntries(bytes, persistence: persistence, header: header, from: old, to: new)
+        persistence.drain()
+    }
+
+    /// Growth, step 4 (after the header commit; extent lock held): the new units join the
+    /// volatile index — tables recorded, free extents merged with a free tail.
+    func indexGrowth(from old: Int, to new: Int) {
+        precondition(new > old)  // `Pool.grow` returns more units or throws
+        units = new
+        Heap.forEachSegmentPiece(segments, from: old, to: new) { u, entry in
+            if entry.kind == .table {
+                noteTable(u, length: entry.length)
+            } else {
+                addFreeExtent(u, length: entry.length, punched: false)
+            }
+        }
     }
 }

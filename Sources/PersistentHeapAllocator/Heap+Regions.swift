@@ -4,7 +4,7 @@
 
 extension Heap {
     /// The regions of this pool: both headers, the state page, every lane's logs and extension
-    /// slot, the used part of the unit table, every run's header and bitmap, every live
+    /// slot, the used part of each segment's unit table, every run's header and bitmap, every live
     /// allocation (small blocks and large objects). Call while no other thread uses the pool.
     @_spi(Allocator) public func regions(laneCount: Int) throws(PoolError) -> [PoolRegion] {
         try loadAllHinted()
@@ -19,7 +19,6 @@ extension Heap {
             }
             out.append(PoolRegion(kind: "extension slot", offset: extensionSlot(lane), count: 8))
         }
-        out.append(PoolRegion(kind: "unit table", offset: tableOffset, count: units * 8))
         var u = 0
         while u < units {
             let e = tableEntry(u)
@@ -34,6 +33,10 @@ extension Heap {
                 }
             case .used:
                 out.append(PoolRegion(kind: "large object", offset: unitOffset(u), count: e.length << Format.unitShift))
+            case .table:
+                // The entries in use: this segment's units below the pool's end.
+                let k = segments.segment(of: u)
+                out.append(PoolRegion(kind: "unit table", offset: unitOffset(u), count: (min(units, segments.end(k)) - u) * 8))
             case .free, .none:
                 break
             }

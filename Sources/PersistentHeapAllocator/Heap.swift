@@ -17,6 +17,8 @@ enum VolatileKind: UInt8 {
     /// A free extent reserved by a transaction: persistently its own FREE extent, volatilely
     /// out of every index until the transaction publishes or cancels it.
     case reserved = 5
+    /// A segment's unit table (never allocated, freed or merged).
+    case table = 6
 }
 
 /// Flags in a `UnitInfo` record.
@@ -57,7 +59,12 @@ public final class Heap: @unchecked Sendable {
     @_spi(Allocator) public let bytes: PoolBytes
     @_spi(Allocator) public let persistence: Persistence
     @_spi(Allocator) public let heapOffset: Int
-    @_spi(Allocator) public let tableOffset: Int
+    /// The heap's segments (each starts with the unit table of its own units).
+    @_spi(Allocator) public let segments: SegmentGeometry
+    /// Byte offset of the first unit of segment 0 after its table (no user range starts lower).
+    @usableFromInline let firstDataOffset: Int
+    /// Byte offset of the end of segment 0: a range below it needs no per-segment check.
+    @usableFromInline let firstSegmentEndOffset: Int
     let maxUnits: Int
     @_spi(Allocator) public let laneOffset: Int
     @_spi(Allocator) public let lanes: LaneTable
@@ -130,7 +137,9 @@ public final class Heap: @unchecked Sendable {
         self.bytes = bytes
         self.persistence = persistence
         heapOffset = Int(header.heapOffset)
-        tableOffset = Int(header.tableOffset)
+        segments = SegmentGeometry(shift: Int(header.segmentShift))
+        firstDataOffset = heapOffset + segments.dataStart(0) << Format.unitShift
+        firstSegmentEndOffset = heapOffset + segments.end(0) << Format.unitShift
         maxUnits = Int(header.maxUnits)
         laneOffset = Int(header.laneOffset)
         self.lanes = lanes
@@ -187,7 +196,7 @@ public final class Heap: @unchecked Sendable {
         return c
     }
     @inline(__always) func unitOffset(_ unit: Int) -> Int { heapOffset + unit << Format.unitShift }
-    @inline(__always) func tableEntryOffset(_ unit: Int) -> Int { tableOffset + unit * 8 }
+    @inline(__always) func tableEntryOffset(_ unit: Int) -> Int { heapOffset + segments.entryOffset(unit) }
     @inline(__always) func tableEntry(_ unit: Int) -> UnitEntry { UnitEntry(raw: bytes.u64(tableEntryOffset(unit))) }
     @inline(__always) func laneLogOffset(_ lane: Int) -> Int { laneOffset + lane * Format.laneSize }
 
@@ -215,16 +224,27 @@ public final class Heap: @unchecked Sendable {
     /// Where a redo log may write: the state page, the unit table, the heap, and the lanes'
     /// extension slots (nothing else of the lanes, nor the headers).
     var writableRegions: WritableRegions {
-        WritableRegions(ranges: [Format.statePageOffset..<(Format.statePageOffset + Format.page), tableOffset..<poolEnd],
+        WritableRegions(ranges: [Format.statePageOffset..<(Format.statePageOffset + Format.page), heapOffset..<poolEnd],
                         laneOffset: laneOffset, laneCount: lanes.count)
     }
 
-    /// Whether `[offset, offset+count)` lies inside the heap. Overflow-safe for any `offset`
-    /// and `count` (both may come from a damaged pool).
+    /// Whether `[offset, offset+count)` lies inside the heap's data: inside the pool and in no
+    /// segment's unit table. Overflow-safe for any `offset` and `count` (both may come from a
+    /// damaged pool).
     @inlinable @inline(__always)
     @_spi(Allocator) public func inHeap(_ offset: Int, _ count: Int) -> Bool {
         let end = poolEnd
-        return offset >= heapOffset && count >= 0 && offset <= end && count <= end - offset
+        guard offset >= firstDataOffset && count >= 0 && offset <= end && count <= end - offset else { return false }
+        return offset + count <= firstSegmentEndOffset || inLaterSegmentData(offset, count)
+    }
+
+    /// `inHeap` past segment 0: the range lies after the table of the segment it starts in, and
+    /// ends in that segment.
+    @usableFromInline
+    func inLaterSegmentData(_ offset: Int, _ count: Int) -> Bool {
+        let u = (offset - heapOffset) >> Format.unitShift
+        let k = segments.segment(of: u)
+        return u >= segments.dataStart(k) && offset + count <= heapOffset + segments.end(k) << Format.unitShift
     }
 
     /// Whether `[offset, offset+count)` is persistent memory the application may change: the
@@ -278,6 +298,7 @@ public final class Heap: @unchecked Sendable {
             if e.kind == .run && e.sizeClass >= classCount {
                 throw PoolError(.corrupted, "run at unit \(u) has size class \(e.sizeClass)")
             }
+            if let problem = segmentProblem(u, e) { throw PoolError(.corrupted, problem) }
             extents.append((u, e))
             u += e.length
         }
@@ -336,10 +357,67 @@ public final class Heap: @unchecked Sendable {
                 }
                 i.storeFreeCount(Int32(g.blockCount - usedBlocks))
                 if usedBlocks < g.blockCount { classHeaps[e.sizeClass].insert(UInt32(u), positions: positions) }
+            case .table:
+                noteTable(u, length: e.length)
             case .none:
                 // Excluded by `isWellFormed` in the first pass; refused rather than trusted.
                 throw PoolError(.corrupted, "unit table entry \(u) has no kind")
             }
+        }
+    }
+
+    /// Why the extent `e` at unit `u` breaks the segment rules (tables exactly at segment
+    /// starts, nothing else there, no extent across a segment's end), or nil.
+    func segmentProblem(_ u: Int, _ e: UnitEntry) -> String? {
+        let k = segments.segment(of: u)
+        let isStart = u == segments.start(k)
+        if isStart != (e.kind == .table) {
+            return isStart ? "unit \(u) starts segment \(k) but holds no unit table" : "unit \(u) holds a unit table but starts no segment"
+        }
+        if isStart && e.length != segments.tableUnits(k) {
+            return "the unit table of segment \(k) is \(e.length) units; it must be \(segments.tableUnits(k))"
+        }
+        if e.length > segments.end(k) - u { return "extent at unit \(u) of \(e.length) units crosses the end of segment \(k)" }
+        return nil
+    }
+
+    /// Records segment `k`'s table extent at `u` in the volatile index.
+    func noteTable(_ u: Int, length n: Int) {
+        let i = info(u)
+        i.kind = .table
+        i.length = n
+        startOf[u] = UInt32(u)
+        startOf[u + n - 1] = UInt32(u)
+    }
+
+    /// Writes the table and free-extent entries of the units [from, to) — a new pool's heap, or
+    /// growth beyond the old end — and flushes them (the caller fences). Each segment reached
+    /// at its start gets its table extent; the rest of each segment becomes one free extent.
+    /// Beyond the recorded pool size every entry is ignored until the header commits the size.
+    @_spi(Allocator) public static func writeSegmentEntries(_ bytes: PoolBytes, persistence: Persistence, header: PoolHeader,
+                                                            from: Int, to: Int) {
+        let g = SegmentGeometry(shift: Int(header.segmentShift))
+        forEachSegmentPiece(g, from: from, to: to) { u, entry in
+            let at = Int(header.heapOffset) + g.entryOffset(u)
+            bytes.setU64(at, entry.raw)
+            persistence.flush(offset: at, count: 8)
+        }
+    }
+
+    /// Calls `body` with the first unit and entry of each table and free extent that growth from
+    /// `from` to `to` units creates (in address order).
+    static func forEachSegmentPiece(_ g: SegmentGeometry, from: Int, to: Int, _ body: (Int, UnitEntry) -> Void) {
+        var pos = from
+        while pos < to {
+            let k = g.segment(of: pos)
+            let end = min(to, g.end(k))
+            var free = pos
+            if pos == g.start(k) {
+                body(pos, UnitEntry(kind: .table, length: g.tableUnits(k)))
+                free = g.dataStart(k)
+            }
+            if free < end { body(free, UnitEntry(kind: .free, length: end - free)) }
+            pos = end
         }
     }
 

@@ -28,6 +28,7 @@ struct Info: ParsableCommand {
             state:       \(info.state)
             root:        \(info.rootOffset == 0 ? "none" : "0x" + String(info.rootOffset, radix: 16))
             lanes:       \(info.lanes)
+            segments:    \(info.segments) (metadata \(humanBytes(info.metadataBytes)))
             created:     \(Date(timeIntervalSince1970: info.created))
             """)
     }

@@ -29,6 +29,7 @@ struct Stats: ParsableCommand {
             largest free extent: \(s.largestFreeExtent) bytes
             fragmentation:      \(String(format: "%.3f", s.fragmentation))
             runs:               \(s.runs) (overhead \(s.runOverheadBytes) bytes)
+            unit tables:        \(s.unitTableBytes) bytes
             """)
         if !s.sizeClasses.isEmpty {
             print("size class   runs   objects   free blocks")

@@ -307,7 +307,7 @@ struct AllocatorTests {
         #expect(s.sizeClasses.first { $0.blockSize == 64 }?.objects == 10)
         #expect(s.sizeClasses.first { $0.blockSize == 1024 }?.objects == 3)
         #expect(s.allocatedBytes == 10 * 64 + 3 * 1024 + 53248)
-        #expect(s.allocatedBytes + s.freeBytes + s.runOverheadBytes == s.heapSize)
+        #expect(s.allocatedBytes + s.freeBytes + s.runOverheadBytes + s.unitTableBytes == s.heapSize)
         #expect(s.largestFreeExtent > 0 && s.largestFreeExtent <= s.freeExtentBytes)
     }
 
@@ -358,12 +358,12 @@ struct AllocatorTests {
         expectPoolError(.corrupted) { try Pool.openSimulated(image: image, layout: "alloc") }
         // A garbage unit-table entry.
         var image2 = pool.simulatedMedia!.durableImage()
-        image2.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0x1234_5678_9abc_def0), toByteOffset: heap.tableOffset, as: UInt64.self) }
+        image2.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(0x1234_5678_9abc_def0), toByteOffset: heap.tableEntryOffset(heap.segments.dataStart(0)), as: UInt64.self) }
         expectPoolError(.corrupted) { try Pool.openSimulated(image: image2, layout: "alloc") }
         // A length running past the end of the pool (with a valid check byte).
         var image3 = pool.simulatedMedia!.durableImage()
         image3.withUnsafeMutableBytes {
-            $0.storeBytes(of: UnitEntry(kind: .free, length: 1 << 30).raw, toByteOffset: heap.tableOffset, as: UInt64.self)
+            $0.storeBytes(of: UnitEntry(kind: .free, length: 1 << 30).raw, toByteOffset: heap.tableEntryOffset(heap.segments.dataStart(0)), as: UInt64.self)
         }
         expectPoolError(.corrupted) { try Pool.openSimulated(image: image3, layout: "alloc") }
     }

@@ -122,7 +122,9 @@ struct HostileInputTests {
         let mutations: [(String, (inout PoolHeader) -> Void)] = [
             ("growth step 2^63", { $0.growStep = 1 << 63 }),
             ("growth step 2^63 - 4096", { $0.growStep = (1 << 63) - 4096 }),
-            ("table offset 2^64 - 4096", { $0.tableOffset = UInt64.max - 4095 }),
+            ("segment shift 63", { $0.segmentShift = 63 }),
+            ("segment shift 0", { $0.segmentShift = 0 }),
+            ("max units 1", { $0.maxUnits = 1 }),
             ("heap offset 2^63", { $0.heapOffset = 1 << 63 }),
             ("pool size 2^64 - 4096", { $0.poolSize = UInt64.max - 4095 }),
             ("max size 2^63", { $0.maxSize = 1 << 63 }),
@@ -193,10 +195,10 @@ struct HostileInputTests {
         #expect(try ok.check().isConsistent)
         try ok.close()
         // Now with a malformed table entry at the last extent (not one the log touches).
-        let table = Int(sim.header.tableOffset)
         var u = 0, last = 0
         while u < sim.heap.units { last = u; u += sim.heap.tableEntry(u).length }
-        bytes.replaceSubrange((table + last * 8)..<(table + last * 8 + 8), with: [1, 2, 3, 4, 5, 6, 7, 8])
+        let entry = sim.heap.tableEntryOffset(last)
+        bytes.replaceSubrange(entry..<(entry + 8), with: [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(FileBytes.write(path, bytes))
         expectPoolError(.corrupted) { try Pool.open(path: path, layout: "undo") }
         let unchanged = FileBytes.read(path) == bytes

@@ -172,13 +172,17 @@ struct PoolFileTests {
         }
         rewrite(path) { $0.minor = 9 }
         let p = try Pool.open(path: path, layout: "app")
-        #expect(p.info.version == "1.9")
+        #expect(p.info.version == "\(Format.major).9")
         try p.close()
         rewrite(path) { $0.minor = 0 }
         try Pool.open(path: path, layout: "app").close()
         rewrite(path) { $0.major = Format.major + 1 }
         expectPoolError(.versionTooNew) { try Pool.open(path: path, layout: "app") }
         expectPoolError(.versionTooNew) { try PoolInfo.read(path: path) }
+        // Format 1 (one unit table for the maximum size) is refused with its own error.
+        rewrite(path) { $0.major = 1 }
+        expectPoolError(.versionTooOld) { try Pool.open(path: path, layout: "app") }
+        expectPoolError(.versionTooOld) { try PoolInfo.read(path: path) }
         rewrite(path) { $0.incompatFlags = 1 << 40 }
         expectPoolError(.unsupportedFeature) { try Pool.open(path: path, layout: "app") }
     }

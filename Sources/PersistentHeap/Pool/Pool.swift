@@ -141,11 +141,8 @@ public final class Pool: @unchecked Sendable {
             try fd.lock(exclusive: true)
             let poolSize = Int(header.poolSize)
             try fd.truncate(to: poolSize)
-            // Reserve blocks for everything but the unit-table capacity beyond the initial units,
-            // so stores through the mapping never fault for lack of space.
-            let tableUsed = PoolMapping.roundUp(Int(header.tableOffset) + header.units * 8, to: Format.page)
-            try fd.allocateSpace(offset: 0, length: tableUsed)
-            try fd.allocateSpace(offset: Int(header.heapOffset), length: poolSize - Int(header.heapOffset))
+            // Reserve the file's blocks, so stores through the mapping never fault for lack of space.
+            try fd.allocateSpace(offset: 0, length: poolSize)
             let m = try PoolMapping(file: fd, size: poolSize, reserve: Int(header.maxSize), writable: true,
                                     trySync: options.durability == .automatic)
             mapping = m
@@ -196,29 +193,13 @@ public final class Pool: @unchecked Sendable {
             throw PoolError(.invalidArgument, "layout name is \(layout.utf8.count) bytes; at most \(Format.layoutNameMax) are allowed", path: path)
         }
         guard !layout.utf8.contains(0) else { throw PoolError(.invalidArgument, "layout name contains a NUL byte", path: path) }
-        guard size >= Format.minimumPoolSize else {
-            throw PoolError(.tooSmall, "pool size \(size) is below the minimum of \(Format.minimumPoolSize) bytes", path: path)
-        }
-        let sizeLimit = Int(PoolHeader.sizeLimit)
-        guard size <= sizeLimit else { throw PoolError(.invalidArgument, "pool size \(size) exceeds 64 TiB", path: path) }
-        let unit = Format.unitSize
-        let maxSize = max(options.maxSize ?? min(size.multipliedReportingOverflow(by: 16).overflow ? 1 << 36 : size * 16, 1 << 36), size)
-        guard maxSize <= sizeLimit else { throw PoolError(.invalidArgument, "maximum size \(maxSize) exceeds 64 TiB", path: path) }
+        let limit = Int(PoolGeometry.sizeLimit)
+        let maxSize = max(options.maxSize ?? min(size.multipliedReportingOverflow(by: 16).overflow ? limit : size * 16, limit), size)
         let lanes = options.laneCount ?? min(64, max(2, size / (256 << 10)))
-        guard lanes >= 1 && lanes <= 4096 else { throw PoolError(.invalidArgument, "lane count \(lanes) is outside 1...4096", path: path) }
-        let tableOffset = PoolMapping.roundUp(Format.laneRegionOffset + lanes * Format.laneSize, to: Format.page)
-        let maxUnits = max(1, (maxSize - tableOffset) / unit)
-        guard maxUnits <= Int(UInt32.max) else {
-            throw PoolError(.invalidArgument, "maximum size \(maxSize) needs \(maxUnits) unit-table entries; this format holds at most \(UInt32.max) (16 TiB)", path: path)
-        }
-        let heapOffset = PoolMapping.roundUp(tableOffset + maxUnits * 8, to: Format.page)
-        let units = (size - heapOffset) / unit
-        guard size > heapOffset, units >= 16 else {
-            throw PoolError(.tooSmall, "pool size \(size) leaves no room for the heap after \(heapOffset) bytes of metadata", path: path)
-        }
+        let plan = try PoolGeometry.plan(size: size, maxSize: maxSize, lanes: lanes, path: path)
         let step = options.growthStep ?? size
         guard step >= 0 else { throw PoolError(.invalidArgument, "negative growth step", path: path) }
-        guard step <= sizeLimit else { throw PoolError(.invalidArgument, "growth step \(step) exceeds 64 TiB", path: path) }
+        guard step <= limit else { throw PoolError(.invalidArgument, "growth step \(step) exceeds 16 TiB", path: path) }
         var uuid = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
         for i in 0..<16 { uuid[i] = rng.next() }
@@ -228,9 +209,9 @@ public final class Pool: @unchecked Sendable {
         clock_gettime(CLOCK_REALTIME, &ts)
         return PoolHeader(
             uuid: uuid, layout: layout, createdNanos: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec),
-            poolSize: UInt64(heapOffset + units * unit), maxSize: UInt64(max(maxSize, heapOffset + units * unit)),
+            poolSize: UInt64(plan.poolSize), maxSize: UInt64(min(max(maxSize, plan.poolSize), plan.maxSize)),
             growStep: UInt64(step), laneOffset: UInt64(Format.laneRegionOffset), laneCount: UInt32(lanes),
-            tableOffset: UInt64(tableOffset), heapOffset: UInt64(heapOffset), maxUnits: UInt32(maxUnits))
+            segmentShift: UInt32(plan.segments.shift), heapOffset: UInt64(plan.heapOffset), maxUnits: UInt32(plan.maxUnits))
     }
 
     /// Writes the initial metadata of a new pool: state page, one free extent, then both header
@@ -240,9 +221,8 @@ public final class Pool: @unchecked Sendable {
         bytes.setU64(StateField.session, 0)
         bytes.setU64(StateField.rootSlot, 0)
         persistence.flush(offset: Format.statePageOffset, count: Format.page)
-        let table = Int(header.tableOffset)
-        bytes.setU64(table, UnitEntry(kind: .free, length: header.units).raw)
-        persistence.flush(offset: table, count: 8)
+        // Segment 0: its table extent, then one free extent (what growth from nothing would write).
+        Heap.writeSegmentEntries(bytes, persistence: persistence, header: header, from: 0, to: header.units)
         persistence.drain()
         let encoded = header.encode()
         for at in [Format.primaryHeaderOffset, Format.backupHeaderOffset] {
@@ -387,7 +367,7 @@ public final class Pool: @unchecked Sendable {
     }
 
     private func installCallbacks() {
-        heap.growFile = { [unowned self] need throws(PoolError) -> Int in try self.grow(byAtLeastUnits: need) }
+        heap.growFile = { [unowned self] target throws(PoolError) -> Int in try self.grow(toAtLeastUnits: target) }
         heap.shrinkFile = { [unowned self] keep throws(PoolError) in try self.shrinkFile(toUnits: keep) }
         if let file = mapping.file {
             let heapOffset = Int(header.heapOffset)
@@ -398,31 +378,26 @@ public final class Pool: @unchecked Sendable {
         }
     }
 
-    /// Growth (extent lock held): extend and map the file, pre-write the new free extent,
-    /// then commit the new size in the header.
-    private func grow(byAtLeastUnits need: Int) throws(PoolError) -> Int {
-        // Every header value is ≤ 64 TiB (PoolHeader.inconsistency), so nothing below overflows.
-        let old = heap.poolEnd
+    /// Growth (growth lock held, not the extent lock): extend and map the file, pre-write the
+    /// new units' table and free extents, then commit the new size in the header. The heap ends
+    /// at `target` units or more (one growth step when the maximum allows); returns the new count.
+    private func grow(toAtLeastUnits target: Int) throws(PoolError) -> Int {
+        // Every header value is ≤ 16 TiB (PoolHeader.inconsistency), so nothing below overflows.
         let heapOffset = Int(header.heapOffset)
-        let limit = heapOffset + (Int(header.maxSize) - heapOffset) / Format.unitSize * Format.unitSize
+        let old = heap.units
         let step = Int(header.growStep)
         guard step > 0 else {
             throw PoolError(.outOfSpace, "the pool is full and growth is disabled (growth step 0)", path: path)
         }
-        guard need > 0, need <= (limit - old) >> Format.unitShift else {
+        let limit = (Int(header.maxSize) - heapOffset) >> Format.unitShift
+        let stepUnits = (step + Format.unitSize - 1) >> Format.unitShift
+        guard let newUnits = heap.segments.growthEnd(target: target, old: old, stepUnits: stepUnits, limit: limit) else {
             throw PoolError(.outOfSpace, "the pool is full: it has reached its maximum size of \(header.maxSize) bytes", path: path)
         }
-        let wanted = max(step, need << Format.unitShift)
-        let newSize = min(limit, PoolMapping.roundUp(old + wanted - heapOffset, to: Format.unitSize) + heapOffset)
+        let newSize = heapOffset + newUnits << Format.unitShift
         try mapping.grow(to: newSize)
-        if let file = mapping.file {
-            // The unit-table entries of the new units may lie in a sparse part of the file.
-            let from = Int(header.tableOffset) + heap.units * 8
-            try file.allocateSpace(offset: from, length: (newSize - old) / Format.unitSize * 8 + 8)
-        }
         persistence.media?.grow(to: newSize)
-        let newUnits = (newSize - heapOffset) >> Format.unitShift
-        heap.prewriteGrowth(from: heap.units, to: newUnits)
+        heap.prewriteGrowth(from: old, to: newUnits, header: header)
         writeHeader(poolSize: newSize)
         return newUnits
     }

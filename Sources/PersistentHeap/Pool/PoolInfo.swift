@@ -31,6 +31,12 @@ public struct PoolInfo: Sendable, Equatable, Codable {
     public var lanes: Int
     /// Offset of the first heap unit.
     public var heapOffset: Int
+    /// Segments of the heap (each starts with the unit table of its own units; see
+    /// docs/ARCHITECTURE.md §2).
+    public var segments: Int
+    /// Bytes of allocator metadata at the current size: headers, state page, lanes and the
+    /// segments' unit tables (proportional to the current size, not to the maximum).
+    public var metadataBytes: Int
 
     init(header h: PoolHeader, domain: String, state: UInt64, root: UInt64) {
         layout = h.layout
@@ -45,6 +51,9 @@ public struct PoolInfo: Sendable, Equatable, Codable {
         created = Double(h.createdNanos) / 1e9
         lanes = Int(h.laneCount)
         heapOffset = Int(h.heapOffset)
+        let g = SegmentGeometry(shift: Int(h.segmentShift))
+        segments = g.segment(of: h.units - 1) + 1
+        metadataBytes = heapOffset + g.tableUnits(inHeapOf: h.units) << Format.unitShift
     }
 
     static func format(uuid u: [UInt8]) -> String {

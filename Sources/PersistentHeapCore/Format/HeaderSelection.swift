@@ -52,6 +52,9 @@
             if case .failure(.versionTooNew(let major, let minor)) = r {
                 throw PoolError(.versionTooNew, "the pool has format version \(major).\(minor); this library reads version \(Format.major).x", path: path)
             }
+            if case .failure(.versionTooOld(let major, let minor)) = r {
+                throw PoolError(.versionTooOld, "the pool has format version \(major).\(minor), which this library no longer reads (it reads version \(Format.major).x); open it with the release that wrote it and copy the data out", path: path)
+            }
             if case .failure(.unsupportedFeature(let flags)) = r {
                 throw PoolError(.unsupportedFeature, "the pool uses incompatible feature flags 0x\(String(flags, radix: 16))", path: path)
             }

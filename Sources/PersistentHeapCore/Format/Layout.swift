@@ -7,15 +7,18 @@
 //   0x1000  backup header (identical copy)
 //   0x2000  state page: shutdown state, session counter, root slot
 //   0x3000  lanes: laneCount × laneSize (per-thread redo logs)
-//   table   unit table: one 8-byte entry per heap unit, for the maximum pool size
-//   heap    heap units of 4 KiB: free extents, large objects, runs of small blocks
+//   heap    heap units of 4 KiB, in segments that double in span (`Segments.swift`); each
+//           segment starts with the unit table of its own units (one 8-byte entry per unit),
+//           then free extents, large objects and runs of small blocks
 
 /// Format constants.
 @_spi(Core) public enum Format {
     /// "PHEAPOOL" as a little-endian UInt64.
     @_spi(Core) public static let magic: UInt64 = 0x4C4F_4F50_4145_4850
     /// Incompatible changes bump the major version; a pool with a newer major is refused.
-    @_spi(Core) public static let major: UInt16 = 1
+    /// Version 2: the unit table lives in per-segment pieces (version 1 reserved one table for
+    /// the maximum size before the heap); a version-1 pool is refused with `versionTooOld`.
+    @_spi(Core) public static let major: UInt16 = 2
     /// Compatible additions bump the minor version; any minor of a known major opens.
     @_spi(Core) public static let minor: UInt16 = 0
 
@@ -53,17 +56,18 @@
     @_spi(Core) public static let layout = 32         // 64 bytes, UTF-8, zero padded
     @_spi(Core) public static let created = 96        // Int64, nanoseconds since 1970
     @_spi(Core) public static let poolSize = 104      // UInt64, bytes of the pool in use (≤ file size)
-    @_spi(Core) public static let maxSize = 112       // UInt64, growth limit and unit-table capacity
+    @_spi(Core) public static let maxSize = 112       // UInt64, growth limit
     @_spi(Core) public static let growStep = 120      // UInt64, bytes added per growth (0: no growth)
     @_spi(Core) public static let compatFlags = 128   // UInt64
     @_spi(Core) public static let incompatFlags = 136 // UInt64
     @_spi(Core) public static let laneOffset = 144    // UInt64
     @_spi(Core) public static let laneCount = 152     // UInt32
     @_spi(Core) public static let laneSize = 156      // UInt32
-    @_spi(Core) public static let tableOffset = 160   // UInt64
+    @_spi(Core) public static let segmentShift = 160  // UInt32, log2 of segment 0's span in units
+    // 164..<168 reserved, zero
     @_spi(Core) public static let heapOffset = 168    // UInt64
     @_spi(Core) public static let unitSize = 176      // UInt32
-    @_spi(Core) public static let maxUnits = 180      // UInt32, unit-table entries
+    @_spi(Core) public static let maxUnits = 180      // UInt32, units the maximum size allows
     // 184..<252 reserved, zero
     @_spi(Core) public static let checksum = 252      // UInt32, CRC-32C of bytes 0..<252
 }
@@ -147,6 +151,7 @@
     case free = 1   // free extent
     case used = 2   // one large object starting at the extent's first byte
     case run = 3    // a run of small blocks of one size class
+    case table = 4  // a segment's unit table (exactly at the segment's start)
 }
 
 /// The header at the start of every run (64 bytes), followed by the allocation bitmap

@@ -14,14 +14,14 @@
     @_spi(Core) public var laneOffset: UInt64
     @_spi(Core) public var laneCount: UInt32
     @_spi(Core) public var laneSize: UInt32 = UInt32(Format.laneSize)
-    @_spi(Core) public var tableOffset: UInt64
+    @_spi(Core) public var segmentShift: UInt32
     @_spi(Core) public var heapOffset: UInt64
     @_spi(Core) public var unitSize: UInt32 = UInt32(Format.unitSize)
     @_spi(Core) public var maxUnits: UInt32
 
     @_spi(Core) public init(major: UInt16 = Format.major, minor: UInt16 = Format.minor, uuid: [UInt8], layout: String, createdNanos: Int64,
                  poolSize: UInt64, maxSize: UInt64, growStep: UInt64, compatFlags: UInt64 = 0, incompatFlags: UInt64 = 0,
-                 laneOffset: UInt64, laneCount: UInt32, laneSize: UInt32 = UInt32(Format.laneSize), tableOffset: UInt64,
+                 laneOffset: UInt64, laneCount: UInt32, laneSize: UInt32 = UInt32(Format.laneSize), segmentShift: UInt32,
                  heapOffset: UInt64, unitSize: UInt32 = UInt32(Format.unitSize), maxUnits: UInt32) {
         self.major = major
         self.minor = minor
@@ -36,7 +36,7 @@
         self.laneOffset = laneOffset
         self.laneCount = laneCount
         self.laneSize = laneSize
-        self.tableOffset = tableOffset
+        self.segmentShift = segmentShift
         self.heapOffset = heapOffset
         self.unitSize = unitSize
         self.maxUnits = maxUnits
@@ -65,7 +65,7 @@
             p.storeBytes(of: laneOffset, toByteOffset: HeaderField.laneOffset, as: UInt64.self)
             p.storeBytes(of: laneCount, toByteOffset: HeaderField.laneCount, as: UInt32.self)
             p.storeBytes(of: laneSize, toByteOffset: HeaderField.laneSize, as: UInt32.self)
-            p.storeBytes(of: tableOffset, toByteOffset: HeaderField.tableOffset, as: UInt64.self)
+            p.storeBytes(of: segmentShift, toByteOffset: HeaderField.segmentShift, as: UInt32.self)
             p.storeBytes(of: heapOffset, toByteOffset: HeaderField.heapOffset, as: UInt64.self)
             p.storeBytes(of: unitSize, toByteOffset: HeaderField.unitSize, as: UInt32.self)
             p.storeBytes(of: maxUnits, toByteOffset: HeaderField.maxUnits, as: UInt32.self)
@@ -80,6 +80,7 @@
         case badMagic
         case badChecksum
         case versionTooNew(UInt16, UInt16)
+        case versionTooOld(UInt16, UInt16)
         case unsupportedFeature(UInt64)
         case inconsistent(String)
     }
@@ -96,7 +97,7 @@
         guard crc == u32(HeaderField.checksum) else { return .failure(.badChecksum) }
         let major = u16(HeaderField.major), minor = u16(HeaderField.minor)
         guard major <= Format.major else { return .failure(.versionTooNew(major, minor)) }
-        guard major == Format.major else { return .failure(.inconsistent("unknown format major version \(major)")) }
+        guard major == Format.major else { return .failure(.versionTooOld(major, minor)) }
         let incompat = u64(HeaderField.incompatFlags)
         guard incompat & ~Format.knownIncompatFlags == 0 else { return .failure(.unsupportedFeature(incompat)) }
         let nameBytes = (0..<Format.layoutNameMax).map { bytes[HeaderField.layout + $0] }.prefix { $0 != 0 }
@@ -112,40 +113,35 @@
             growStep: u64(HeaderField.growStep),
             compatFlags: u64(HeaderField.compatFlags), incompatFlags: incompat,
             laneOffset: u64(HeaderField.laneOffset), laneCount: u32(HeaderField.laneCount),
-            laneSize: u32(HeaderField.laneSize), tableOffset: u64(HeaderField.tableOffset),
+            laneSize: u32(HeaderField.laneSize), segmentShift: u32(HeaderField.segmentShift),
             heapOffset: u64(HeaderField.heapOffset), unitSize: u32(HeaderField.unitSize),
             maxUnits: u32(HeaderField.maxUnits))
         if let problem = h.inconsistency() { return .failure(.inconsistent(problem)) }
         return .success(h)
     }
 
-    /// Largest pool (and maximum size) a header may describe: 64 TiB. Every offset and size
-    /// in a header is checked against it before any arithmetic, so nothing derived from a
-    /// header can overflow.
-    @_spi(Core) public static let sizeLimit: UInt64 = 1 << 46
-
     /// Describes the first impossible value, or nil when the geometry is sound. Each check only
     /// does arithmetic on values already bounded by an earlier one (a hostile header with a
     /// valid checksum must be refused, not trap).
     @_spi(Core) public func inconsistency() -> String? {
         let unit = UInt64(Format.unitSize)
-        let limit = PoolHeader.sizeLimit
+        let limit = PoolGeometry.sizeLimit
         if unitSize != UInt32(Format.unitSize) { return "unit size \(unitSize) is not \(Format.unitSize)" }
         if laneSize != UInt32(Format.laneSize) { return "lane size \(laneSize) is not \(Format.laneSize)" }
         if laneOffset != UInt64(Format.laneRegionOffset) { return "lane region at \(laneOffset)" }
         if laneCount < 1 || laneCount > 4096 { return "lane count \(laneCount) out of range" }
-        for (name, v) in [("unit table offset", tableOffset), ("heap offset", heapOffset), ("pool size", poolSize),
-                          ("maximum size", maxSize), ("growth step", growStep)] where v > limit {
-            return "\(name) \(v) exceeds 64 TiB"
+        for (name, v) in [("heap offset", heapOffset), ("pool size", poolSize), ("maximum size", maxSize), ("growth step", growStep)]
+            where v > limit {
+            return "\(name) \(v) exceeds 16 TiB"
         }
-        let lanesEnd = laneOffset + UInt64(laneCount) * UInt64(laneSize)
-        if tableOffset < lanesEnd || tableOffset % UInt64(Format.page) != 0 { return "unit table offset \(tableOffset)" }
-        if maxUnits < 1 { return "unit table is empty" }
-        let tableEnd = tableOffset + UInt64(maxUnits) * 8
-        if heapOffset < tableEnd || heapOffset % unit != 0 { return "heap offset \(heapOffset)" }
+        if heapOffset != UInt64(PoolGeometry.heapOffset(lanes: Int(laneCount))) { return "heap offset \(heapOffset)" }
+        if !SegmentGeometry.shiftRange.contains(Int(segmentShift)) { return "segment shift \(segmentShift)" }
         if poolSize < heapOffset + unit || (poolSize - heapOffset) % unit != 0 { return "pool size \(poolSize)" }
+        if !SegmentGeometry(shift: Int(segmentShift)).isValidEnd(units) { return "pool size \(poolSize) ends inside a segment's unit table" }
         if maxSize < poolSize { return "maximum size \(maxSize) below pool size \(poolSize)" }
-        if (maxSize - heapOffset) / unit > UInt64(maxUnits) { return "maximum size \(maxSize) exceeds the unit table" }
+        if UInt64(units) > UInt64(maxUnits) || (maxSize - heapOffset) / unit > UInt64(maxUnits) {
+            return "maximum size \(maxSize) exceeds the \(maxUnits) units recorded"
+        }
         return nil
     }
 }

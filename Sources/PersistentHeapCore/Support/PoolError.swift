@@ -13,7 +13,7 @@ public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Kind: String, Hashable, Sendable {
             case fileNotFound, isDirectory, permissionDenied, alreadyExists, ioError
             case tooSmall, truncated, notAPool, corruptedHeader, corrupted
-            case layoutMismatch, versionTooNew, unsupportedFeature
+            case layoutMismatch, versionTooNew, versionTooOld, unsupportedFeature
             case poolBusy, readOnly, closed
             case outOfSpace, invalidArgument, invalidPointer, invalidFree
             case transactionMisuse, logOverflow
@@ -45,6 +45,9 @@ public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let layoutMismatch = Code(.layoutMismatch)
         /// The pool was written by a newer, incompatible format version.
         public static let versionTooNew = Code(.versionTooNew)
+        /// The pool was written in an older format this version no longer reads (open it with
+        /// the release that wrote it and copy its data out).
+        public static let versionTooOld = Code(.versionTooOld)
         /// The pool uses a feature flag this version does not know.
         public static let unsupportedFeature = Code(.unsupportedFeature)
         /// Another writer (this process or another) has the pool open.

@@ -43,6 +43,8 @@ public struct PoolStats: Sendable, Codable, Equatable {
     public var logExtensionBytes = 0
     /// Bytes of run headers and bitmaps, and the slack at the end of runs.
     public var runOverheadBytes = 0
+    /// Bytes of the segments' unit tables (inside the heap: one 8-byte entry per unit).
+    public var unitTableBytes = 0
     /// Bytes of the largest free extent.
     public var largestFreeExtent = 0
     /// Free extents (after merging neighbours).

@@ -69,7 +69,7 @@
     /// Offsets of the fields of a header copy that describe its geometry (for targeted mutation).
     @_spi(Core) public static let headerFieldOffsets: [Int] = [
         HeaderField.poolSize, HeaderField.maxSize, HeaderField.growStep, HeaderField.laneOffset, HeaderField.laneCount,
-        HeaderField.laneSize, HeaderField.tableOffset, HeaderField.heapOffset, HeaderField.unitSize, HeaderField.maxUnits,
+        HeaderField.laneSize, HeaderField.segmentShift, HeaderField.heapOffset, HeaderField.unitSize, HeaderField.maxUnits,
         HeaderField.compatFlags, HeaderField.incompatFlags, HeaderField.major,
     ]
 }

@@ -233,9 +233,13 @@ extension Heap {
     }
 
     /// Records a large object [start, start+n) in the volatile index.
-    func noteUsed(_ start: Int, length n: Int) {
+    func noteUsed(_ start: Int, length n: Int) { noteExtent(start, length: n, kind: .used) }
+
+    /// Records the extent [start, start+n) of `kind` in the volatile index: its record and its
+    /// boundary tags (first and last unit).
+    func noteExtent(_ start: Int, length n: Int, kind: VolatileKind) {
         let i = info(start)
-        i.kind = .used
+        i.kind = kind
         i.length = n
         startOf[start] = UInt32(start)
         startOf[start + n - 1] = UInt32(start)

@@ -328,11 +328,7 @@ public final class Heap: @unchecked Sendable {
             case .free:
                 addFreeExtent(u, length: e.length, punched: false)
             case .used:
-                let i = info(u)
-                i.kind = .used
-                i.length = e.length
-                startOf[u] = UInt32(u)
-                startOf[u + e.length - 1] = UInt32(u)
+                noteUsed(u, length: e.length)
             case .run:
                 let g = geometry[e.sizeClass]
                 guard e.length == g.units else {
@@ -381,14 +377,8 @@ public final class Heap: @unchecked Sendable {
         return nil
     }
 
-    /// Records segment `k`'s table extent at `u` in the volatile index.
-    func noteTable(_ u: Int, length n: Int) {
-        let i = info(u)
-        i.kind = .table
-        i.length = n
-        startOf[u] = UInt32(u)
-        startOf[u + n - 1] = UInt32(u)
-    }
+    /// Records a segment's table extent [u, u+n) in the volatile index.
+    func noteTable(_ u: Int, length n: Int) { noteExtent(u, length: n, kind: .table) }
 
     /// Writes the table and free-extent entries of the units [from, to) — a new pool's heap, or
     /// growth beyond the old end — and flushes them (the caller fences). Each segment reached

@@ -112,7 +112,8 @@ public final class Pool: @unchecked Sendable {
         session = bytes.u64(StateField.session)
         installCallbacks()
         LaneRegistry.register(poolID, lanes)
-        lanes.onRelease = { [heap, persistence] lane in
+        lanes.onRelease = { [heap, persistence, txStates] lane in
+            Pool.cancelHeld(lane: lane, states: txStates, heap: heap)
             heap.releaseLaneRuns(lane)
             persistence.drain()
             persistence.clearDeferred(slot: lane)
@@ -317,7 +318,10 @@ public final class Pool: @unchecked Sendable {
         lanes.onRelease = nil
         lanes.releaseCurrent(poolID: poolID)
         if !isReadOnly {
-            for lane in 0..<lanes.count { heap.releaseLaneRuns(lane) }
+            for lane in 0..<lanes.count {
+                Pool.cancelHeld(lane: lane, states: txStates, heap: heap)
+                heap.releaseLaneRuns(lane)
+            }
             persistence.drain()
             bytes.atomicStore(StateField.shutdown, ShutdownState.clean, .releasing)
             persistence.persist(offset: StateField.shutdown, count: 8)

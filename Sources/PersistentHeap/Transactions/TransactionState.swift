@@ -26,6 +26,10 @@ struct TransactionState {
     var fresh: [FreshBlock] = []
     /// The error of a nested transaction that failed: the outermost one must abort.
     var doom: (any Error)?
+    /// Reservations made with `Pool.reserve` and not yet published or cancelled (kept across
+    /// transactions), and the last id handed out.
+    var held: [HeldReservation] = []
+    var reservationSerial: UInt64 = 0
 
     var hasWork: Bool { !writeSet.isEmpty || !reservations.isEmpty || !frees.isEmpty }
 

@@ -2,7 +2,7 @@
 // decoders are reachable without making them public). Fuzz/libfuzzer/run builds and runs it.
 // PHEAP_FUZZ_TARGET selects the decoder:
 //   header   PoolHeader.decode + HeaderSelection.select on two 256-byte header copies
-//   redolog  RedoLog.validate (and a replay walk) of a lane log filled from the input, in a
+//   redolog  LogRecord.forEachRecord (and a replay walk) of a lane log filled from the input, in a
 //            64 KiB buffer laid out like a pool's first pages
 //   btree    a B+ tree node (and its header's count and height) filled from the input, then the
 //            deep check, a lookup and a scan through the public API
@@ -52,15 +52,16 @@ func fuzzRedoLog(_ input: UnsafeRawBufferPointer) {
     let base = logBuffer
     base.initializeMemory(as: UInt8.self, repeating: 0, count: 64 << 10)
     let lane = Format.laneRegionOffset
-    // The input fills one lane (2 KiB) and, past it, data the log may verify or extend into.
+    // The input fills one lane (4 KiB: its log of records) and, past it, data a record may
+    // extend into.
     let n = min(input.count, (64 << 10) - lane)
     if n > 0 { (base + lane).copyMemory(from: input.baseAddress!, byteCount: n) }
     let bytes = PoolBytes(base: base)
     let allowed = WritableRegions(ranges: [Format.statePageOffset..<(64 << 10)], laneOffset: lane, laneCount: 1)
-    for (at, size) in LaneLayout.logs {
-        if let found = try? RedoLog.validate(bytes: bytes, logOffset: lane + at, size: size, allowed: allowed) {
-            RedoLog.forEachEntry(bytes: bytes, logOffset: found.logOffset, total: found.total) { e in _ = RedoLog.isApplied(e, bytes: bytes) }
-        }
+    let start = lane + LaneLayout.log
+    try? LogRecord.forEachRecord(bytes: bytes, start: start, limit: start + LaneLayout.logSize, retired: 0, allowed: allowed) { found in
+        // A replay walk, as recovery makes (without writing).
+        LogRecord.forEachEntry(bytes: bytes, at: found.at, total: found.total) { e in _ = e.targetBytes }
     }
 }
 

@@ -50,34 +50,53 @@ public struct LinkWorkload {
         return Int.random(in: 16...(r < 80 ? 512 : 16384), using: &rng)
     }
 
-    /// Runs one random operation. Returns a short description.
+    /// What one step did: the slot it changed, the id of the object the slot holds afterwards
+    /// (0: empty), and a short description.
+    public struct Step: Sendable, CustomStringConvertible {
+        public let slot: Int
+        public let id: UInt64
+        public let what: String
+        public var description: String { "slot \(slot) id \(id) \(what)" }
+    }
+
+    /// Runs one random operation (durable when it returns).
     @discardableResult
-    public mutating func step(_ pool: Pool, root: PPointer<WorkloadRoot>) throws -> String {
+    public mutating func step(_ pool: Pool, root: PPointer<WorkloadRoot>) throws -> Step {
         let r = try pool.load(root)
         let i = Int.random(in: 0..<r.slots, using: &rng)
         let slot = r.table.advanced(by: i)
         let current = try pool.load(slot)
         if current.isNull {
-            try allocate(pool, root: root, into: slot)
-            return "allocate \(i)"
+            return Step(slot: i, id: try allocate(pool, root: root, into: slot), what: "allocate")
         }
         switch Int.random(in: 0..<10, using: &rng) {
         case 0..<4:
             try pool.free(linkedFrom: slot)
-            return "free \(i)"
+            return Step(slot: i, id: 0, what: "free")
         case 4..<7:
             let oldSize = Int(try pool.load(PPointer<UInt64>(offset: current.offset + 8)))
             let n = max(oldSize, size())
-            _ = try pool.reallocate(linkedFrom: slot.cast(to: PPointer<UInt64>.self), count: (n + 7) / 8)
-            return "reallocate \(i) to \(n)"
+            let p = try pool.reallocate(linkedFrom: slot.cast(to: PPointer<UInt64>.self), count: (n + 7) / 8)
+            return Step(slot: i, id: try pool.load(p), what: "reallocate to \(n)")
         default:
             try pool.free(linkedFrom: slot)
-            try allocate(pool, root: root, into: slot)
-            return "replace \(i)"
+            return Step(slot: i, id: try allocate(pool, root: root, into: slot), what: "replace")
         }
     }
 
-    private mutating func allocate(_ pool: Pool, root: PPointer<WorkloadRoot>, into slot: PPointer<PRawPointer>) throws {
+    /// The id of the object each slot points at (0: null) — what acknowledgements are checked
+    /// against after a crash.
+    public static func slotIDs(_ pool: Pool) throws -> [UInt64] {
+        guard let rootRaw = pool.rootPointer else { return [] }
+        let r = try pool.load(rootRaw.assumingType(WorkloadRoot.self))
+        guard !r.table.isNull else { return [] }
+        return try (0..<r.slots).map { i in
+            let p = try pool.load(r.table.advanced(by: i))
+            return p.isNull ? 0 : try pool.load(p.assumingType(UInt64.self))
+        }
+    }
+
+    private mutating func allocate(_ pool: Pool, root: PPointer<WorkloadRoot>, into slot: PPointer<PRawPointer>) throws -> UInt64 {
         let id = try pool.load(root).nextID + 1
         try pool.store(id, at: root.field(\.nextID))
         let n = size()
@@ -87,6 +106,7 @@ public struct LinkWorkload {
             buf[1] = UInt64(n)
             for k in 2..<words { buf[k] = LinkWorkload.word(id, k) }
         }
+        return id
     }
 
     /// Problems found in a (recovered) pool: `check()` findings, slots pointing at blocks that

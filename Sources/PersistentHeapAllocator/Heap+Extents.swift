@@ -5,14 +5,12 @@
 // that can satisfy it, the free extent with the lowest address: low addresses are reused first,
 // so the pool's tail stays free and `shrink()` can give it back.
 //
-// The persistent side (the unit table) is changed with single-word commits:
+// The persistent side (the unit table) is changed by log records (one fence each):
 //   allocate n units from a free extent [a, a+L):
-//     1. if L > n: write table[a+n] = FREE(L-n)   (an interior entry: harmless if it lands early)
-//        flush, fence
-//     2. write table[a] = USED(n) or RUN(c, n); flush, fence   ← the commit point
-//     3. only now is the remainder [a+n, a+L) indexed: until step 2 is durable the entry at a
-//        (FREE(L)) still covers it, so nothing may be allocated there before
-//   free [a, a+n):  write table[a] = FREE(n); flush, fence    ← one word
+//     1. one record: [table[a+n] := FREE(L-n)] table[a] := USED(n) or RUN(c, n)  ← the commit
+//     2. only now is the remainder [a+n, a+L) indexed: until the record is durable the entry at
+//        a (FREE(L)) still covers it, so nothing may be allocated there before
+//   free [a, a+n):  one record: table[a] := FREE(n)
 // Adjacent persistent FREE extents are merged only in the volatile index; the walk at open
 // merges them again.
 //
@@ -210,13 +208,6 @@ extension Heap {
         unlockExtents()
     }
 
-    /// Pre-writes the entry of a split's remainder, `FREE(length - n)` at `start + n`, and
-    /// flushes it (it needs a fence before the commit of the allocation at `start`).
-    func prewriteRemainder(_ t: TakenExtent, taken n: Int) {
-        bytes.setU64(tableEntryOffset(t.start + n), UnitEntry(kind: .free, length: t.length - n).raw)
-        persistence.flush(offset: tableEntryOffset(t.start + n), count: 8)
-    }
-
     /// Indexes the remainder of a split whose allocation is durably committed.
     func indexRemainder(_ t: TakenExtent, taken n: Int) {
         guard t.length > n else { return }
@@ -225,11 +216,10 @@ extension Heap {
         unlockExtents()
     }
 
-    /// Commits `entry` at the first unit of an extent: one atomic word, flushed and fenced. Call
+    /// Commits `entry` at the first unit of an extent: one record of one word (one fence). Call
     /// without the extent lock (in the msync domain a fence is a system call).
     func commitEntry(_ unit: Int, _ entry: UnitEntry) {
-        bytes.atomicStore(tableEntryOffset(unit), entry.raw, .releasing)
-        persistence.persist(offset: tableEntryOffset(unit), count: 8)
+        commitWords([(.write8, tableEntryOffset(unit), entry.raw)], lane: currentLane())
     }
 
     /// Records a large object [start, start+n) in the volatile index.
@@ -245,18 +235,28 @@ extension Heap {
         startOf[start + n - 1] = UInt32(start)
     }
 
-    /// Allocates a large object of `n` units (two fences when split, one otherwise).
+    /// Allocates a large object of `n` units: one record (one fence) of its entry and, when the
+    /// extent is split, the remainder's. A zeroed object's zeros are flushed under the same
+    /// fence (a crash before it leaves the object unallocated: nobody holds it yet), or, when a
+    /// live record wrote into that space, zeroed by the record itself.
     func allocateExtent(units n: Int, zeroed: Bool) throws(PoolError) -> Int {
         let t = try takeFree(n)
         try prepareStorage(t, units: n)
         let a = t.start
+        var entries: [(LogOp, Int, UInt64)] = []
+        if t.length > n {
+            entries.append((.write8, tableEntryOffset(a + n), UnitEntry(kind: .free, length: t.length - n).raw))
+        }
+        entries.append((.write8, tableEntryOffset(a), UnitEntry(kind: .used, length: n).raw))
         if zeroed {
             bytes.zero(unitOffset(a), count: n << Format.unitShift)
-            persistence.flush(offset: unitOffset(a), count: n << Format.unitShift)
+            if replayWouldOvertake(unitOffset(a), n << Format.unitShift) {
+                entries.append((.zero, unitOffset(a), UInt64(n << Format.unitShift)))
+            } else {
+                persistence.flush(offset: unitOffset(a), count: n << Format.unitShift)
+            }
         }
-        if t.length > n { prewriteRemainder(t, taken: n) }
-        if t.length > n || zeroed { persistence.drain() }
-        commitEntry(a, UnitEntry(kind: .used, length: n))
+        commitWords(entries, lane: currentLane())
         lockExtents()
         settle(t)
         noteUsed(a, length: n)
@@ -305,6 +305,9 @@ extension Heap {
         let i = info(merged.start)
         i.kind = .reserved
         unlockExtents()
+        // A live record that wrote into this space would be replayed into a hole (and could
+        // find the disk full): retire such records first.
+        settleForUnloggedWrite(unitOffset(merged.start), merged.length << Format.unitShift)
         punchUnits(merged.start, merged.length)
         lockExtents()
         i.clear()
@@ -349,12 +352,13 @@ extension Heap {
         ti.kind = .reserved
         unlockExtents()
         if keep > t {
-            // The whole heap is free: keep one unit. Split the chain at `keep` first (pre-write,
-            // fence, commit) so it is valid for both the old and the new pool size.
-            bytes.setU64(tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw)
-            persistence.persist(offset: tableEntryOffset(keep), count: 8)
-            commitEntry(t, UnitEntry(kind: .free, length: keep - t))
+            // The whole heap is free: keep one unit. Split the chain at `keep` first (one record)
+            // so it is valid for both the old and the new pool size.
+            commitWords([(.write8, tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw),
+                         (.write8, tableEntryOffset(t), UnitEntry(kind: .free, length: keep - t).raw)], lane: currentLane())
         }
+        // No live record may target the tail once the header says it is gone.
+        checkpointAll()
         do throws(PoolError) {
             try shrinkFile(keep)
         } catch {

@@ -1,82 +1,133 @@
 // Recovery, run at every open before the volatile indexes are built:
-//   1. read every lane's log; keep those whose checksum holds (a torn log never completed
-//      fence 1, so its operation never started to change anything);
-//   2. replay them in `seq` order (their effects are absolute writes and bit sets/clears, so
-//      replaying an already-applied log is harmless); flush, fence;
-//   3. retire every lane (seq := 0); flush, fence.
-// A crash during recovery leaves the logs valid: the next open replays them again.
+//   1. read every lane's log from its start: the records of its current pass, each valid
+//      (checksum, bounds) and newer than the one before it; keep the live ones (seq > the state
+//      page's `retired`). A torn record ends its lane: its fence never completed, and nothing
+//      was written after it;
+//   2. replay the live records in seq order (their effects are absolute writes, zeroings and
+//      bit sets/clears, so replaying an already-applied record is harmless), flushing each
+//      target; fence;
+//   3. retired := the highest seq found; flush; fence — every lane starts its log over.
+// A crash during recovery leaves the records live: the next open replays them again.
 //
 // What replay overwrote is remembered (volatile), so that an open that fails afterwards — the
 // unit table or the root turn out to be damaged — can put every byte back (`undoRecovery`):
 // a failed open leaves the file as it found it.
 
-/// What recovery found and did.
 @_spi(Core) import PersistentHeapCore
 
+/// What recovery found and did.
 @_spi(Allocator) public struct RecoveryReport: Sendable {
-    /// Of the valid logs, those whose effects were not all in place yet.
-    @_spi(Allocator) public var incompleteLogs = 0
+    /// Live records replayed: operations acknowledged before the crash whose effects had not
+    /// all been written back by a checkpoint.
+    @_spi(Allocator) public var replayedRecords = 0
     /// Bytes replay overwrote, in order: (pool offset, previous contents).
     var overwritten: [(offset: Int, bytes: [UInt8])] = []
-    /// Log headers recovery retired: (pool offset, previous sequence number).
-    var retired: [(offset: Int, seq: UInt64)] = []
+    /// The state page's `retired` before recovery raised it (nil: not raised).
+    var previousRetired: UInt64?
 }
 
 extension Heap {
-    /// Replays and retires the lane logs. In read-only mode nothing is written: a log whose
-    /// effects are not all in place makes the open fail (the pool needs a read-write open).
-    @_spi(Allocator) public func recover(laneCount: Int, readOnly: Bool) throws(PoolError) -> RecoveryReport {
-        var report = RecoveryReport()
-        var found: [RedoLog.Found] = []
+    /// The live records of every lane, in seq order. Throws `corrupted` for a record whose
+    /// checksum holds but whose entries target bytes outside the writable regions.
+    func liveRecords(laneCount: Int, retired: UInt64) throws(PoolError) -> [LogRecord.Found] {
+        var found: [LogRecord.Found] = []
         let allowed = writableRegions
-        try forEachLog(laneCount: laneCount) { (at, size) throws(PoolError) in
-            if let f = try RedoLog.validate(bytes: bytes, logOffset: at, size: size, allowed: allowed) { found.append(f) }
+        for lane in 0..<laneCount {
+            let start = laneLogOffset(lane) + LaneLayout.log
+            try LogRecord.forEachRecord(bytes: bytes, start: start, limit: start + LaneLayout.logSize, retired: retired, allowed: allowed) { (f) throws(PoolError) in
+                if f.seq > retired { found.append(f) }
+            }
         }
         found.sort { $0.seq < $1.seq }
-        for f in found {
-            var complete = true
-            RedoLog.forEachEntry(bytes: bytes, logOffset: f.logOffset, total: f.total) { e in
-                if !RedoLog.isApplied(e, bytes: bytes) { complete = false }
-            }
-            if !complete { report.incompleteLogs += 1 }
+        return found
+    }
+
+    /// Replays the live records and retires them. In read-only mode nothing is written: records
+    /// whose replay would change the pool make the open fail (it needs a read-write open).
+    @_spi(Allocator) public func recover(laneCount: Int, readOnly: Bool) throws(PoolError) -> RecoveryReport {
+        var report = RecoveryReport()
+        let retiredBefore = bytes.u64(StateField.retired)
+        guard retiredBefore < Heap.maxSequence else {
+            throw PoolError(.corrupted, "the state page's retired sequence number \(retiredBefore) is out of range")
         }
+        let found = try liveRecords(laneCount: laneCount, retired: retiredBefore)
+        let newest = max(retiredBefore, found.last?.seq ?? 0)
+        guard newest < Heap.maxSequence else {
+            throw PoolError(.corrupted, "a log record's sequence number \(newest) is out of range")
+        }
+        // New records are numbered after everything found; all of these are retired below.
+        logSequence.store(newest + 1, ordering: .relaxed)
+        retired.store(newest, ordering: .relaxed)
+        report.replayedRecords = found.count
         if readOnly {
-            if report.incompleteLogs > 0 {
-                throw PoolError(.readOnly, "the pool was not closed cleanly and \(report.incompleteLogs) interrupted operation(s) must be finished: open it read-write once")
+            if replayChangesMemory(found) {
+                throw PoolError(.readOnly, "the pool was not closed cleanly and \(found.count) logged operation(s) must be written back: open it read-write once")
             }
             return report
         }
+        guard !found.isEmpty else { return report }
         for f in found {
-            RedoLog.forEachEntry(bytes: bytes, logOffset: f.logOffset, total: f.total) { e in
-                if let n = e.targetBytes { report.overwritten.append((e.offset, bytes.read(e.offset, count: n))) }
-                RedoLog.perform(e, bytes: bytes, persistence: persistence)
+            LogRecord.forEachEntry(bytes: bytes, at: f.at, total: f.total) { e in
+                guard let n = e.targetBytes else { return }
+                report.overwritten.append((e.offset, bytes.read(e.offset, count: n)))
+                LogRecord.perform(e, bytes: bytes)
+                persistence.flush(offset: e.offset, count: n)
             }
         }
-        if !found.isEmpty { persistence.drain() }
-        try forEachLog(laneCount: laneCount) { (at, _) throws(PoolError) in
-            let seq = bytes.u64(at + LogField.seq)
-            guard seq != 0 else { return }
-            report.retired.append((at, seq))
-            bytes.atomicStore(at + LogField.seq, 0, .releasing)
-            persistence.flush(offset: at, count: 8)
-        }
-        if !report.retired.isEmpty { persistence.drain() }
+        persistence.drain()
+        report.previousRetired = retiredBefore
+        bytes.atomicStore(StateField.retired, newest, .releasing)
+        persistence.persist(offset: StateField.retired, count: 8)
         return report
     }
 
-    /// Puts back everything `recover` wrote: the logs' sequence numbers first (so that a crash
-    /// during the undo leaves them valid, to be replayed by the next open), then the bytes
-    /// replay overwrote, newest first.
-    @_spi(Allocator) public func undoRecovery(_ report: RecoveryReport) {
-        guard !report.retired.isEmpty || !report.overwritten.isEmpty else { return }
-        for (at, seq) in report.retired {
-            bytes.atomicStore(at + LogField.seq, seq, .releasing)
-            persistence.flush(offset: at, count: 8)
+    /// Sequence numbers stay below this (a hostile value must not make the counter wrap).
+    static let maxSequence: UInt64 = 1 << 62
+
+    /// Whether replaying `records` (in seq order) would change any byte (`metadataOnly`: any of
+    /// the allocator's words): replay simulated on copies of the pages it touches.
+    func replayChangesMemory(_ records: [LogRecord.Found], metadataOnly: Bool = false) -> Bool {
+        var pages: [Int: [UInt8]] = [:]
+        func load(_ p: Int) { if pages[p] == nil { pages[p] = bytes.read(p << 12, count: Format.page) } }
+        func get(_ o: Int) -> UInt8 { load(o >> 12); return pages[o >> 12]![o & 4095] }
+        func set(_ o: Int, _ v: UInt8) { load(o >> 12); pages[o >> 12]![o & 4095] = v }
+        for f in records {
+            LogRecord.forEachEntry(bytes: bytes, at: f.at, total: f.total) { e in
+                guard let n = e.targetBytes, n > 0 else { return }
+                // The allocator's words only: bitmaps, unit tables, extension slots — and not the
+                // advisory FULL hint of a table entry, which is set and cleared outside records.
+                if metadataOnly && !(e.op == .or64 || e.op == .andNot64 || (e.op == .write8 && !isUserRange(e.offset, count: 8))) { return }
+                if metadataOnly && e.op == .andNot64 && e.operand == UnitEntry.fullHint { return }
+                switch e.op {
+                case .write8, .or64, .andNot64:
+                    var old: UInt64 = 0
+                    for k in 0..<8 { old |= UInt64(get(e.offset + k)) << UInt64(8 * k) }
+                    var v = e.op == .write8 ? e.operand : e.op == .or64 ? old | e.operand : old & ~e.operand
+                    if metadataOnly && e.op == .write8 { v = v & ~UnitEntry.fullHint | old & UnitEntry.fullHint }
+                    for k in 0..<8 { set(e.offset + k, UInt8(truncatingIfNeeded: v >> UInt64(8 * k))) }
+                case .writeBytes:
+                    for k in 0..<n { set(e.offset + k, bytes.u8(e.dataOffset + k)) }
+                case .zero:
+                    for k in 0..<n { set(e.offset + k, 0) }
+                case .extend:
+                    break
+                }
+            }
         }
-        persistence.drain()
-        for (offset, previous) in report.overwritten.reversed() {
-            bytes.copy(previous, to: offset)
-            persistence.flush(offset: offset, count: previous.count)
+        for (p, copy) in pages where bytes.read(p << 12, count: Format.page) != copy { return true }
+        return false
+    }
+
+    /// Puts back everything `recover` wrote: `retired` first (so that a crash during the undo
+    /// leaves the records live, to be replayed by the next open), then the bytes replay
+    /// overwrote, newest first.
+    @_spi(Allocator) public func undoRecovery(_ report: RecoveryReport) {
+        guard let previous = report.previousRetired else { return }
+        bytes.atomicStore(StateField.retired, previous, .releasing)
+        persistence.persist(offset: StateField.retired, count: 8)
+        for (offset, old) in report.overwritten.reversed() {
+            bytes.copy(old, to: offset)
+            persistence.flush(offset: offset, count: old.count)
         }
         persistence.drain()
     }
@@ -92,15 +143,10 @@ extension Heap {
         return bytes.u64(x + LogExtensionField.magic) == LogExtensionField.magic(slot: slot)
     }
 
-    /// After recovery and the walk: frees the log extension block a crashed transaction may
-    /// have left linked from its lane. A slot holding anything else is left alone (nothing is
-    /// freed on the word of a damaged slot); ``check(laneCount:rootSlot:)`` reports it.
+    /// After recovery and the walk: frees the log extension block a crash left linked from its
+    /// lane. A slot holding anything else is left alone (nothing is freed on the word of a
+    /// damaged slot); ``check(laneCount:rootSlot:)`` reports it.
     @_spi(Allocator) public func freeLeftoverExtensions(laneCount: Int) throws(PoolError) {
-        for lane in 0..<laneCount {
-            let slot = extensionSlot(lane)
-            let x = Int(truncatingIfNeeded: bytes.u64(slot))
-            guard x != 0, isExtensionBlock(x, slot: slot) else { continue }
-            try freeLinked(slot: slot, lane: currentLane())
-        }
+        try releaseLogExtensions(laneCount: laneCount)
     }
 }

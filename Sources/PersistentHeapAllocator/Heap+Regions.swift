@@ -14,8 +14,11 @@ extension Heap {
             PoolRegion(kind: "state page", offset: Format.statePageOffset, count: StateField.rootSlot + 8 - Format.statePageOffset),
         ]
         for lane in 0..<laneCount {
-            for (at, size) in LaneLayout.logs {
-                out.append(PoolRegion(kind: size == LaneLayout.fastLogSize ? "fast log" : "main log", offset: laneLogOffset(lane) + at, count: size))
+            // The lane's log as a whole, and each record of its current pass.
+            let start = laneLogOffset(lane) + LaneLayout.log
+            out.append(PoolRegion(kind: "lane log", offset: start, count: LaneLayout.logSize))
+            try? LogRecord.forEachRecord(bytes: bytes, start: start, limit: start + LaneLayout.logSize, retired: .max, allowed: writableRegions) { f in
+                out.append(PoolRegion(kind: "log record", offset: f.at, count: f.inlineLength))
             }
             out.append(PoolRegion(kind: "extension slot", offset: extensionSlot(lane), count: 8))
         }

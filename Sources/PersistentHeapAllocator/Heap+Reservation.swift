@@ -16,7 +16,7 @@
 //                           [a+n, a+L) cannot be allocated by anyone until the commit, because the
 //                           entry FREE(L) at a covers it until then (see Heap+Extents.swift). A
 //                           long-lived reservation of a small piece of a large free extent splits
-//                           it persistently first instead (two fences), so the rest stays usable.
+//                           it persistently first instead (one record), so the rest stays usable.
 //                 publish:  [write8 table[a+n] := FREE(L−n)]  write8 table[a] := USED(n)
 //   free          prepare:  locate the live allocation (invalidFree otherwise); a large object is
 //                           claimed (a second free of it is refused)
@@ -25,6 +25,16 @@
 /// Space chosen for an allocation, not yet allocated (nothing persistent changed): published by
 /// the entries `Heap.appendPublish` writes into a log, or cancelled.
 @_spi(Core) import PersistentHeapCore
+
+/// What a block published by `Heap.publishLinked` holds.
+@_spi(Allocator) public enum LinkedContents: Sendable {
+    /// Whatever it holds (the caller promised nothing).
+    case none
+    /// Zeros over its usable size (replay zeroes it again).
+    case zeroed
+    /// Its first `n` bytes as written before the call.
+    case initialized(Int)
+}
 
 @_spi(Allocator) public struct Reservation: Sendable, Equatable {
     enum Kind: Sendable, Equatable {
@@ -128,11 +138,10 @@ extension Heap {
         try prepareStorage(t, units: n)
         var extent = t.length
         if longLived && t.length - n >= Heap.presplitUnits {
-            // Split persistently now (pre-write the remainder, fence, shrink the entry at the
-            // start, fence): the remainder is usable by others at once.
-            prewriteRemainder(t, taken: n)
-            persistence.drain()
-            commitEntry(t.start, UnitEntry(kind: .free, length: n))
+            // Split persistently now (one record: the remainder's entry, the shortened entry at
+            // the start): the remainder is usable by others at once.
+            commitWords([(.write8, tableEntryOffset(t.start + n), UnitEntry(kind: .free, length: t.length - n).raw),
+                         (.write8, tableEntryOffset(t.start), UnitEntry(kind: .free, length: n).raw)], lane: lane)
             indexRemainder(t, taken: n)
             extent = n
         }
@@ -148,7 +157,7 @@ extension Heap {
 
     /// Appends the entries that make `r` allocated.
     @inline(__always)
-    @_spi(Allocator) public func appendPublish(_ r: Reservation, to log: inout RedoLog) {
+    @_spi(Allocator) public func appendPublish(_ r: Reservation, to log: inout LogRecord) {
         switch r.kind {
         case .small(let s, _, _):
             log.append(.or64, offset: bitmapWordOffset(run: s.run, word: s.word), operand: s.mask)
@@ -160,7 +169,7 @@ extension Heap {
 
     /// Appends the entries that publish every reservation of `rs`: small blocks sharing a bitmap
     /// word are set by one entry.
-    @_spi(Allocator) public func appendPublish(_ rs: [Reservation], to log: inout RedoLog) {
+    @_spi(Allocator) public func appendPublish(_ rs: [Reservation], to log: inout LogRecord) {
         if rs.count <= Heap.fewReservations {
             // Few: one entry per distinct word, at its first occurrence (no allocation).
             for i in rs.indices {
@@ -303,7 +312,7 @@ extension Heap {
 
     /// Appends the entries that free `f`.
     @inline(__always)
-    @_spi(Allocator) public func appendFree(_ f: FreeTarget, to log: inout RedoLog) {
+    @_spi(Allocator) public func appendFree(_ f: FreeTarget, to log: inout LogRecord) {
         switch f.location {
         case .small(let r, _, let w, let mask):
             log.append(.andNot64, offset: bitmapWordOffset(run: r, word: w), operand: mask)
@@ -345,47 +354,57 @@ extension Heap {
     /// - Throws: `invalidFree` when it is not one.
     @_spi(Allocator) public func usableSize(at offset: Int) throws(PoolError) -> Int { usableSize(try locate(offset)) }
 
-    // MARK: Logs
-
-    /// A log of `lane` able to hold `entries` 16-byte entries: a one-line fast log when they fit
-    /// (three), the main log otherwise.
-    @inline(__always)
-    @_spi(Allocator) public func log(lane: Int, entries: Int) -> RedoLog {
-        entries <= 3 ? fastLog(lane) : mainLog(lane)
-    }
-
-    /// Commits, applies and retires `log` in `lane` (fence 1, fence 2, deferred retirement).
-    @inline(__always)
-    @_spi(Allocator) public func commit(_ log: inout RedoLog, lane: Int) {
-        log.commit(seq: nextSequence(), persistence: persistence, lane: lane)
-        log.apply(persistence: persistence, lane: lane)
-        log.retire(persistence: persistence, slot: lane)
-    }
-
     // MARK: Linked publication (one block and one slot, atomically)
 
-    /// Publishes `r` and stores its offset in `slot` with one log: `slot := offset`, the
-    /// reservation's entries, and a `verify` of its first `initialized` bytes (flushed under the
-    /// log's fence). `slot` must be valid (`validateSlot` for the application's slots).
-    @_spi(Allocator) public func publishLinked(_ r: Reservation, slot: Int, initialized: Int, lane: Int) {
-        var log = log(lane: lane, entries: 1 + r.publishEntries + (initialized > 0 ? 1 : 0))
-        if initialized > 0 {
-            persistence.flush(offset: r.offset, count: initialized)
-            log.appendVerify(offset: r.offset, count: initialized)
+    /// Publishes `r` and stores its offset in `slot` with one record (one fence): `slot := offset`,
+    /// the reservation's entries, and what the block must hold once published — its first
+    /// `initialized` bytes as they are now (in the record when small; made durable by a fence of
+    /// their own first when large), or zeros over its usable size. `slot` must be valid
+    /// (`validateSlot` for the application's slots). `freeing`, when given, is freed by the same
+    /// record (reallocate-and-relink). On failure both are given back.
+    @_spi(Allocator) public func publishLinked(_ r: Reservation, slot: Int, contents: LinkedContents,
+                                               freeing: FreeTarget? = nil, lane: Int) throws(PoolError) {
+        var payload = 16 * (1 + r.publishEntries) + (freeing == nil ? 0 : Heap.freeEntryBytes)
+        switch contents {
+        case .none: break
+        case .zeroed: payload += 16
+        case .initialized(let n):
+            if n <= copyLimit {
+                payload += LogRecord.bytesEntrySize(n)
+            } else {
+                // Too large to carry: durable before the record can exist.
+                settleForUnloggedWrite(r.offset, n)
+                persistence.persist(offset: r.offset, count: n)
+            }
+        }
+        var log: LogRecord
+        do throws(PoolError) {
+            log = try record(lane: lane, payload: payload, oneLine: payload <= Heap.lineRecordPayload)
+        } catch {
+            cancel(r)
+            if let freeing { cancelFree(freeing) }
+            throw error
         }
         log.append(.write8, offset: slot, operand: UInt64(r.offset))
         appendPublish(r, to: &log)
+        if let freeing { appendFree(freeing, to: &log) }
+        switch contents {
+        case .none: break
+        case .zeroed: log.append(.zero, offset: r.offset, operand: UInt64(r.usableSize))
+        case .initialized(let n): if n <= copyLimit { log.appendCopy(offset: r.offset, count: n) }
+        }
         commit(&log, lane: lane)
+        if let freeing { finishFreed(freeing) }
         finishPublished(r)
     }
 
-    /// Frees what `slot` points at and clears the slot with one log. A null slot is a no-op. The
-    /// slot's value is untrusted: `prepareFree` refuses anything but a live allocation.
+    /// Frees what `slot` points at and clears the slot with one record. A null slot is a no-op.
+    /// The slot's value is untrusted: `prepareFree` refuses anything but a live allocation.
     @_spi(Allocator) public func freeLinked(slot: Int, lane: Int) throws(PoolError) {
         let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot, .acquiring))
         guard x != 0 else { return }
         let f = try prepareFree(x)
-        var log = fastLog(lane)
+        var log = lineRecord(lane: lane)
         log.append(.write8, offset: slot, operand: 0)
         appendFree(f, to: &log)
         commit(&log, lane: lane)
@@ -406,8 +425,7 @@ extension Heap {
 // MARK: Plain allocation (one fence each: not atomic with anything else)
 
 extension Heap {
-    /// Allocates `size` bytes: durable when it returns (one fence; two for a split extent), not
-    /// linked anywhere.
+    /// Allocates `size` bytes: durable when it returns (one fence), not linked anywhere.
     public func allocate(size: Int, alignment: Int, zeroed: Bool) throws(PoolError) -> Int {
         if let c = classIndex(size: size, alignment: alignment) { return try allocateSmall(sizeClass: c, zeroed: zeroed) }
         return try allocateExtent(units: Heap.unitsFor(size), zeroed: zeroed)

@@ -4,7 +4,9 @@
 // Each lane owns at most one run per size class and is the only thread that allocates from it,
 // so the fast path takes no lock: find a zero bit from the hint, set it with an atomic OR (other
 // threads may be clearing other bits of the word concurrently), flush the word, fence.
-// Frees from any thread clear their bit atomically, flush, fence.
+// Frees from any thread clear their bit atomically, flush, fence. Either is a single-word commit
+// outside the lanes' logs — unless a live log record changed that bitmap word (its replay would
+// undo the commit): then the bit is set or cleared by a record of its own (one fence as well).
 //
 // When a lane's run fills, it gives the run up and takes the lowest-addressed run with free
 // blocks from its class's binary heap (under the class lock), or makes a new run from a free
@@ -92,14 +94,29 @@ extension Heap {
         let s = try reserveBlock(lane: lane, sizeClass: c)
         let g = geometry[c]
         let offset = blockOffset(s, g)
+        let word = bitmapWordOffset(run: s.run, word: s.word)
+        if replayWouldOvertake(word, 8) || (zeroed && replayWouldOvertake(offset, g.blockSize)) {
+            return allocateSmallLogged(s, offset: offset, blockSize: g.blockSize, zeroed: zeroed, lane: lane)
+        }
         if zeroed {
             bytes.zero(offset, count: g.blockSize)
             persistence.flush(offset: offset, count: g.blockSize)
         }
-        let word = bitmapWordOffset(run: s.run, word: s.word)
         bytes.atomicOr(word, s.mask, .acquiringAndReleasing)
         persistence.flush(offset: word, count: 8)
-        persistence.drain(clearing: lane)
+        persistence.drain()
+        return offset
+    }
+
+    /// `allocateSmall` through a record: a live record changed the bitmap word or the block.
+    @inline(never)
+    private func allocateSmallLogged(_ s: BlockSlot, offset: Int, blockSize: Int, zeroed: Bool, lane: Int) -> Int {
+        var entries: [(LogOp, Int, UInt64)] = [(.or64, bitmapWordOffset(run: s.run, word: s.word), s.mask)]
+        if zeroed {
+            bytes.zero(offset, count: blockSize)
+            entries.append((.zero, offset, UInt64(blockSize)))
+        }
+        commitWords(entries, lane: lane)
         return offset
     }
 
@@ -136,13 +153,28 @@ extension Heap {
     @inline(__always)
     func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
         let off = bitmapWordOffset(run: r, word: word)
+        if replayWouldOvertake(off, 8) || replayWouldOvertake(tableEntryOffset(r), 8) {
+            return freeSmallLogged(run: r, sizeClass: c, word: word, mask: mask)
+        }
         let old = bytes.atomicAnd(off, ~mask, .acquiringAndReleasing)
         guard old & mask != 0 else {
             throw PoolError(.invalidFree, "block in run at unit \(r) is not allocated (double free)")
         }
         persistence.flush(offset: off, count: 8)
         clearFullHint(r) // made durable by this free's fence
-        persistence.drain(clearing: currentLane())
+        persistence.drain()
+        noteFreed(run: r, sizeClass: c, word: word)
+    }
+
+    /// `freeSmall` through a record: a live record changed the bitmap word or the run's entry.
+    @inline(never)
+    private func freeSmallLogged(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) {
+        // `locate` found the bit set: the record clears it (as free-and-unlink does; two threads
+        // freeing the same block at once is the caller's race, as for any double free).
+        let off = bitmapWordOffset(run: r, word: word)
+        var entries: [(LogOp, Int, UInt64)] = [(.andNot64, off, mask)]
+        if tableEntry(r).isHintedFull { entries.append((.andNot64, tableEntryOffset(r), UnitEntry.fullHint)) }
+        commitWords(entries, lane: currentLane())
         noteFreed(run: r, sizeClass: c, word: word)
     }
 
@@ -241,18 +273,25 @@ extension Heap {
         return try createRun(sizeClass: c, lane: lane)
     }
 
-    /// Makes a run of class `c` from a free extent, owned by `lane` (two fences: header and
-    /// split pre-write, then the table entry commit; no lock held across them).
+    /// Makes a run of class `c` from a free extent, owned by `lane` (two fences: the header and
+    /// empty bitmap, then a record of the table entries — the run's and the split's remainder;
+    /// no lock held across them).
     private func createRun(sizeClass c: Int, lane: Int) throws(PoolError) -> Int {
         let g = geometry[c]
         let t = try takeFree(g.units)
         try prepareStorage(t, units: g.units)
         let a = t.start
+        let metadata = RunField.bitmap + g.bitmapWords * 8
+        // Written outside a record: no older record may replay into these bytes.
+        settleForUnloggedWrite(unitOffset(a), metadata)
         writeRunHeader(at: a, sizeClass: c)
-        persistence.flush(offset: unitOffset(a), count: RunField.bitmap + g.bitmapWords * 8)
-        if t.length > g.units { prewriteRemainder(t, taken: g.units) }
-        persistence.drain()
-        commitEntry(a, UnitEntry(kind: .run, length: g.units, sizeClass: c))
+        persistence.persist(offset: unitOffset(a), count: metadata)
+        var entries: [(LogOp, Int, UInt64)] = []
+        if t.length > g.units {
+            entries.append((.write8, tableEntryOffset(a + g.units), UnitEntry(kind: .free, length: t.length - g.units).raw))
+        }
+        entries.append((.write8, tableEntryOffset(a), UnitEntry(kind: .run, length: g.units, sizeClass: c).raw))
+        commitWords(entries, lane: lane)
         // The record and the boundary tags under the extent lock, like `noteUsed`: a neighbour's
         // free (`addFreeExtent`, lock held) reads `startOf` and the kind at this run's edges.
         let i = info(a)
@@ -291,8 +330,8 @@ extension Heap {
             for r in empty {
                 commitEntry(r, UnitEntry(kind: .free, length: g.units))
                 releaseExtent(r, length: g.units)
+                dissolved += 1
             }
-            dissolved += empty.count
         }
         return dissolved
     }

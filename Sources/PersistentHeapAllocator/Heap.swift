@@ -100,8 +100,24 @@ public final class Heap: @unchecked Sendable {
     let classHeaps: FixedArray<UnitHeap>
     /// Per lane and class: start unit + 1 of the run the lane allocates from (0: none).
     let laneRuns: FixedArray<UInt32>
-    /// Per lane: which fast log the next record uses.
-    let laneToggle: FixedArray<UInt8>
+    /// Per lane: its place in its logs (the lane's thread only).
+    let laneLogs: FixedArray<LaneLogState>
+    /// Per lane: 0, or a lower bound of the seq of the record it is committing (atomic; see
+    /// `checkpoint`).
+    let inflight: FixedArray<UInt64>
+    /// Per lane: the ranges its applied records changed since the last checkpoint took them
+    /// (under the lane's lock in `laneLocks`: the lane's thread appends, a checkpoint empties).
+    let dirty: FixedArray<DirtyRanges>
+    let laneLocks: SpinLocks
+    /// The bytes live records wrote (unlogged writes look here first: §5.6).
+    let filter = WriteFilter()
+    /// Volatile copy of the state page's `retired`, raised once the new value is durable.
+    let retired = Atomic<UInt64>(0)
+    /// One checkpoint at a time (a blocking lock: in the msync domain a checkpoint is a system call).
+    let checkpointLock = BlockingLock()
+    /// New contents up to this size travel inside a record; larger ones are made durable by a
+    /// fence of their own first (in the msync domain a fence is a system call: more is logged).
+    @_spi(Allocator) public let copyLimit: Int
     /// Per lane and class: the first bitmap word of the lane's run that may hold a free bit.
     let laneHints: FixedArray<UInt32>
     /// Per lane: unpublished small-block reservations (transactions).
@@ -113,7 +129,7 @@ public final class Heap: @unchecked Sendable {
     let buckets: FixedArray<UnitHeap>
     var bucketMask: (UInt64, UInt64) = (0, 0)
 
-    /// Order of redo logs across lanes.
+    /// The next log record's seq (records are ordered across lanes by it).
     let logSequence = Atomic<UInt64>(1)
     /// Serialises growth and shrink (a blocking lock: they make system calls), so that the extent
     /// lock is never held across them.
@@ -156,7 +172,11 @@ public final class Heap: @unchecked Sendable {
         classLocks = SpinLocks(count: classes)
         classHeaps = .allocate(count: classes) { _ in UnitHeap() }
         laneRuns = .allocate(count: lanes.count * classes, repeating: 0)
-        laneToggle = .allocate(count: lanes.count, repeating: 0)
+        laneLogs = .allocate(count: lanes.count, repeating: LaneLogState())
+        inflight = .allocate(count: lanes.count, repeating: 0)
+        dirty = .allocate(count: lanes.count, repeating: DirtyRanges())
+        laneLocks = SpinLocks(count: lanes.count)
+        copyLimit = persistence.domain == .msync ? 2048 : 256
         laneHints = .allocate(count: lanes.count * classes, repeating: 0)
         reservationLists = .allocate(count: lanes.count, repeating: LaneReservations())
         extentLock = SpinLocks(count: 1)
@@ -171,7 +191,10 @@ public final class Heap: @unchecked Sendable {
         classLookup.deallocate()
         classLocks.deallocate()
         laneRuns.deallocate()
-        laneToggle.deallocate()
+        laneLogs.deallocate()
+        inflight.deallocate()
+        dirty.deallocate()
+        laneLocks.deallocate()
         laneHints.deallocate()
         reservationLists.deallocate()
         buckets.deallocate()
@@ -200,28 +223,10 @@ public final class Heap: @unchecked Sendable {
     @inline(__always) func tableEntry(_ unit: Int) -> UnitEntry { UnitEntry(raw: bytes.u64(tableEntryOffset(unit))) }
     @inline(__always) func laneLogOffset(_ lane: Int) -> Int { laneOffset + lane * Format.laneSize }
 
-    /// The next fast log of `lane` (the two alternate), for records of up to three entries.
-    @inline(__always) func fastLog(_ lane: Int) -> RedoLog {
-        let k = Int(laneToggle[lane])
-        laneToggle[lane] = UInt8(1 - k)
-        return RedoLog(bytes: bytes, at: laneLogOffset(lane) + LaneLayout.fastLogs[k], size: LaneLayout.fastLogSize)
-    }
-
-    /// The main log of `lane`.
-    @inline(__always) func mainLog(_ lane: Int) -> RedoLog {
-        RedoLog(bytes: bytes, at: laneLogOffset(lane) + LaneLayout.mainLog, size: LaneLayout.mainLogSize)
-    }
-
-    /// Calls `body` with the pool offset and size of every log of every lane.
-    func forEachLog(laneCount: Int, _ body: (Int, Int) throws(PoolError) -> Void) throws(PoolError) {
-        for lane in 0..<laneCount {
-            for (at, size) in LaneLayout.logs { try body(laneLogOffset(lane) + at, size) }
-        }
-    }
     /// End of the pool in bytes.
     @inlinable @_spi(Allocator) public var poolEnd: Int { heapOffset + units << Format.unitShift }
 
-    /// Where a redo log may write: the state page, the unit table, the heap, and the lanes'
+    /// Where a log record may write: the state page, the unit table, the heap, and the lanes'
     /// extension slots (nothing else of the lanes, nor the headers).
     var writableRegions: WritableRegions {
         WritableRegions(ranges: [Format.statePageOffset..<(Format.statePageOffset + Format.page), heapOffset..<poolEnd],
@@ -271,9 +276,6 @@ public final class Heap: @unchecked Sendable {
 
     /// The lane of the calling thread.
     @inlinable @inline(__always) @_spi(Allocator) public func currentLane() -> Int { lanes.current(poolID: poolID) }
-
-    /// A fresh log sequence number.
-    @inline(__always) func nextSequence() -> UInt64 { logSequence.add(1, ordering: .relaxed).oldValue }
 
     // MARK: Loading (open)
 

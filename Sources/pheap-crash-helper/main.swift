@@ -5,6 +5,7 @@
 //   pheap-crash-helper counter PATH              loop: root.count += 1, persist, print "PERSISTED n"
 //   pheap-crash-helper workload PATH SEED [OPS]  random allocate/free/link workload (see Workload.swift)
 //   pheap-crash-helper transfers PATH SEED       transactions between accounts, "TX n" after each
+//   pheap-crash-helper slots PATH                open (recovering) the workload's pool, print "SLOT i id" per slot
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,6 +54,11 @@ do {
             try pool.store(n * 7, at: root.field(\.check))
             say("PERSISTED \(n)")
         }
+    case "slots":
+        let pool = try Pool.open(path: args[2], layout: "crash-workload")
+        for (i, id) in try LinkWorkload.slotIDs(pool).enumerated() { say("SLOT \(i) \(id)") }
+        say("RECOVERED \(pool.recoveredOperations)")
+        try pool.close()
     case "transfers":
         try runTransfers(path: args[2], seed: args.count > 3 ? UInt64(args[3]) ?? 1 : 1)
     case "workload":

@@ -94,8 +94,8 @@ enum Corpus {
     static func rawDamage(_ name: String, _ image: inout [UInt8], big: UInt64) {
         func set(_ at: Int, _ v: UInt64) { for i in 0..<8 { image[at + i] = UInt8(truncatingIfNeeded: v >> UInt64(8 * i)) } }
         switch name {
-        case "extension-slot-2^63": set(0x3000 + 128, 1 << 63)
-        case "extension-slot-live-object": set(0x3000 + 2048 + 128, big)
+        case "extension-slot-2^63": set(Format.laneRegionOffset + LaneLayout.extensionSlot, 1 << 63)
+        case "extension-slot-live-object": set(Format.laneRegionOffset + Format.laneSize + LaneLayout.extensionSlot, big)
         case "root-slot-garbage": set(0x2040, big + 24)
         default: break
         }

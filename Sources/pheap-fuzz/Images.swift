@@ -85,8 +85,8 @@ enum BaseImages {
     }
 
     /// The durable images of a simulated pool just before each of the first `limit` fences of
-    /// `operation` (at fence k: everything before it durable — e.g. a log committed, its effects
-    /// not yet).
+    /// `operation` (at fence k: everything before it durable), and right after it (its record
+    /// durable and live, its effects not yet written back in place).
     static func crashImages(_ pool: Pool, limit: Int = 6, _ operation: () throws -> Void) throws -> [[UInt8]] {
         guard let media = pool.simulatedMedia else { return [] }
         let start = media.fenceCount
@@ -94,6 +94,7 @@ enum BaseImages {
         media.onFence = { m, n in if n > start && n <= start + limit { images.append(m.durableImage()) } }
         try operation()
         media.onFence = nil
+        images.append(media.durableImage())
         return images
     }
 
@@ -106,8 +107,9 @@ enum BaseImages {
         let media = clean.simulatedMedia!
         try clean.close()
         out.append(("clean", media.durableImage()))
-        // 2-4. Crashes: inside a sorted-map insert with a split (main log committed), inside an
-        // allocate-and-link (fast log), inside a large transaction (extension block linked).
+        // 2-4. Crashes: inside and after a sorted-map insert with a split, an allocate-and-link,
+        // a large transaction (its record continued in the lane's extension block); every image
+        // also holds the live records of the population.
         let crash = try Pool.createSimulated(size: poolSize, layout: fuzzLayout, options: options)
         try populate(crash)
         let root = try crash.root(FuzzRoot.self)

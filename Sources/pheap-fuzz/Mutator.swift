@@ -88,7 +88,7 @@ struct Mutator {
     /// One change inside one region.
     private mutating func mutateRegion(_ image: inout [UInt8]) {
         let weights: [(String, Int)] = [
-            ("header", 10), ("backup header", 3), ("state page", 5), ("fast log", 6), ("main log", 8),
+            ("header", 10), ("backup header", 3), ("state page", 5), ("log record", 10), ("lane log", 4),
             ("extension slot", 4), ("unit table", 12), ("run header", 10), ("block", 34), ("large object", 8),
         ]
         var r = Int.random(in: 0..<weights.reduce(0) { $0 + $1.1 }, using: &rng)
@@ -112,7 +112,7 @@ struct Mutator {
             let seal = chance(75)
             if seal { PoolImage.resealHeaders(&image) }
             log.append("\(kind) field +\(field) := 0x\(String(v, radix: 16))\(seal ? " (resealed)" : "")")
-        case "fast log", "main log":
+        case "log record", "lane log":
             let at = region.offset + 8 * Int.random(in: 0..<(min(region.count, 256) / 8), using: &rng)
             let v = chance(50) ? hostileValue(image) : word(image, at) ^ (1 << UInt64(Int.random(in: 0..<64, using: &rng)))
             setWord(&image, at, v)

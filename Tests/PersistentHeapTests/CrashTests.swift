@@ -59,7 +59,7 @@ func crashAtEveryFence(_ pool: Pool, stride: Int = 1, seedBase: UInt64 = 0,
 
 @Suite("Crash consistency")
 struct CrashTests {
-    @Test("simulated power failure at every fence: linked workload (allocate-and-link, free-and-unlink, reallocate, replace, growth)",
+    @Test("simulated power failure at every fence: linked workload (allocate-and-link, free-and-unlink, reallocate, replace, growth); every acknowledged operation survives",
           arguments: crashSeeds(11, normal: 3, long: 16))
     func linkedWorkload(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
@@ -67,8 +67,20 @@ struct CrashTests {
         let root = try LinkWorkload.setUp(pool, slots: 32)
         var w = LinkWorkload(seed: seed, slots: 32, maxSize: 60_000)
         let ops = longTests ? 1500 : 220
-        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in try LinkWorkload.verify(p) }) {
-            for _ in 0..<ops { try w.step(pool, root: root) }
+        // Acknowledged state: after a crash at any fence, every slot holds what the last
+        // operation that returned left there — except the slot of the operation in flight.
+        let acked = Mutex<[UInt64]>(try LinkWorkload.slotIDs(pool))
+        let (images, problems) = try crashAtEveryFence(pool, seedBase: seed << 32, verify: { p, _ in
+            var out = try LinkWorkload.verify(p)
+            let now = try LinkWorkload.slotIDs(p), expected = acked.withLock { $0 }
+            let differing = now.indices.filter { now[$0] != expected[$0] }
+            if differing.count > 1 { out.append("slots \(differing) differ from their acknowledged state") }
+            return out
+        }) {
+            for _ in 0..<ops {
+                let step = try w.step(pool, root: root)
+                acked.withLock { $0[step.slot] = step.id }
+            }
         }
         #expect(pool.size > 512 << 10, "the workload made the pool grow")
         #expect(problems.isEmpty, "\(problems.count) bad crash images of \(images): \(problems.prefix(5))")
@@ -198,35 +210,56 @@ struct CrashTests {
         let d = ScratchDirectory("kills")
         let rounds = longTests ? 500 : 16
         var rng = RepeatableRandomNumberGenerator(seed: 99)
-        var totalOps = 0
+        var totalOps = 0, lostAcknowledged = 0
         for round in 0..<rounds {
             // Alternate the disk (msync domain) and tmpfs with the flush domain forced.
             let onTmpfs = round % 2 == 1
             let path = onTmpfs ? "/dev/shm/pheap-kill-\(getpid()).pool" : d.file("kill.pool")
+            // The slots' state before this round (the pool persists across rounds; the last
+            // round closed it cleanly).
+            var acked: [UInt64] = []
+            if access(path, F_OK) == 0 {
+                let before = try Pool.open(path: path, layout: "crash-workload", options: PoolOptions(readOnly: true))
+                acked = try LinkWorkload.slotIDs(before)
+                try before.close()
+            }
             let child = try ChildProcess(executable: siblingExecutable("pheap-crash-helper"),
                                          arguments: ["workload", path, "\(round + 1000)"],
                                          environment: onTmpfs ? ["PHEAP_FORCE_PMEM": "1"] : [:])
             _ = try child.waitForLine { $0.hasPrefix("READY") }
             let target = Int.random(in: 1...120, using: &rng)
             var n = 0
-            while n < target {
-                _ = try child.waitForLine { $0.hasPrefix("OP") }
+            // "OP n slot i id k ...": slot i holds object k, acknowledged.
+            func acknowledge(_ line: String) {
+                let f = line.split(separator: " ")
+                guard f.count >= 6, let i = Int(f[3]), let id = UInt64(f[5]) else { return }
+                while acked.count <= i { acked.append(0) }
+                acked[i] = id
                 n += 1
             }
+            while n < target { acknowledge(try child.waitForLine { $0.hasPrefix("OP") }) }
             // Kill at a random instant inside the next operations, not only between them.
             usleep(UInt32.random(in: 0...400, using: &rng))
             child.kill()
             #expect(child.wasKilled())
+            // Every acknowledgement the child printed before it died.
+            while let line = try child.readLine(timeout: 5) { if line.hasPrefix("OP") { acknowledge(line) } }
             totalOps += n
             let pool = try Pool.open(path: path, layout: "crash-workload")
             #expect(!pool.previousShutdownWasClean)
             let problems = try LinkWorkload.verify(pool)
             #expect(problems.isEmpty, "round \(round): \(problems.prefix(5))")
+            // Every acknowledged operation survived: each slot holds what its last acknowledged
+            // operation left, except the one slot the operation in flight was changing.
+            let now = try LinkWorkload.slotIDs(pool)
+            let differing = now.indices.filter { $0 < acked.count ? now[$0] != acked[$0] : now[$0] != 0 }
+            #expect(differing.count <= 1, "round \(round): slots \(differing) differ from their acknowledged state")
+            lostAcknowledged += max(0, differing.count - 1)
             try pool.close()
             if onTmpfs && round == rounds - 1 { unlink(path) }
         }
         unlink("/dev/shm/pheap-kill-\(getpid()).pool")
-        print("real kills: \(rounds) kills after \(totalOps) operations, every reopen consistent")
+        print("real kills: \(rounds) kills after \(totalOps) acknowledged operations, every reopen consistent, \(lostAcknowledged) acknowledged operations lost")
     }
 }
 

@@ -174,19 +174,17 @@ struct HostileInputTests {
 
     @Test("a failed open leaves the file byte for byte as it was, even when recovery had logs to replay")
     func failedOpenChangesNothing() throws {
-        // A crash image with a committed, unapplied allocate-and-link log (the root slot and a
-        // bitmap word to be written by replay), then a malformed unit-table entry elsewhere.
+        // A crash image with a live allocate-and-link record (the root slot and a bitmap word to
+        // be written by replay), then a malformed unit-table entry elsewhere.
         let sim = try Pool.createSimulated(size: 1 << 20, layout: "undo", options: PoolOptions(laneCount: 2))
         let root = try sim.root(Root.self)
         _ = try sim.allocate(bytes: 40 << 10, linkedInto: root.field(\.big))
         try sim.free(try sim.allocate(UInt64.self))  // the 16-byte class has a run: the linked op below needs no new one
-        nonisolated(unsafe) var image: [UInt8]?
         let media = try #require(sim.simulatedMedia)
-        let start = media.fenceCount
-        media.onFence = { m, k in if k == start + 2 && image == nil { image = m.durableImage() } }
+        try sim.checkpoint()
+        // Durable, not yet written back in place: the record is live in the durable image.
         _ = try sim.allocate(UInt64(5), linkedInto: root.field(\.head))
-        media.onFence = nil
-        var bytes = try #require(image)
+        var bytes = media.durableImage()
         let path = dir.file("undo.pool")
         // Sanity: the image recovers fine as it is, and recovery does replay something.
         #expect(FileBytes.write(path, bytes))

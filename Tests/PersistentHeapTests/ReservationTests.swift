@@ -48,10 +48,10 @@ struct ReservationTests {
         #expect(pool.heldReservations == 2)
         try pool.initialize(b, to: PubNode(value: 2, next: .null))
         try pool.initialize(a, to: PubNode(value: 1, next: b.pointer(as: PubNode.self)))
-        let before = pool.simulatedMedia!.fenceCount
+        let before = PersistenceCounters.current
         try pool.publish([a, b], setting: [.set(root.field(\.head), to: a.pointer(as: PubNode.self))])
-        let fences = pool.simulatedMedia!.fenceCount - before
-        #expect(fences == 2, "one redo-log commit (two fences today)")
+        let spent = PersistenceCounters.current.since(before)
+        #expect(spent.operationFences == 1, "one log record: one fence (\(spent))")
         #expect(pool.isAllocated(a.pointer) && pool.isAllocated(b.pointer))
         #expect(try Self.list(pool, root) == [1, 2])
         #expect(pool.heldReservations == 0)

@@ -73,6 +73,7 @@ static inline uint64_t ph_load_acquire_u64(const uint64_t *p) { return __atomic_
 static inline uint64_t ph_load_seq_cst_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void ph_store_relaxed_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline void ph_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void ph_store_seq_cst_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 static inline uint64_t ph_fetch_or_acq_rel_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_ACQ_REL); }
 static inline uint64_t ph_fetch_or_seq_cst_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 static inline uint64_t ph_fetch_and_acq_rel_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_and(p, v, __ATOMIC_ACQ_REL); }
@@ -103,6 +104,8 @@ typedef struct ph_thread_state {
     uint64_t flushed_lines;  ///< cache lines written back (or pages msync'd, counted as lines of the range)
     uint64_t fences;         ///< drains: sfence, msync batch, or simulated fence
     uint64_t msyncs;         ///< msync system calls
+    uint64_t checkpoints;    ///< checkpoints this thread ran (log records retired in bulk)
+    uint64_t checkpoint_fences; ///< of `fences`, those made by checkpoints
     uint64_t msync_owner;    ///< the Persistence whose pages msync_lo..msync_hi are (0: none)
     // msync domain: page range flushed since the last drain on this thread
     uintptr_t msync_lo;

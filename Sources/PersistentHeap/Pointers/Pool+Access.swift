@@ -89,21 +89,21 @@ extension Pool {
         try checkNoTransaction()
         let o = try checkedOffset(p)
         bytes.store(value, at: o)
-        persistence.persist(offset: o, count: MemoryLayout<T>.size)
+        try persistWrite(o, MemoryLayout<T>.size)
     }
 
-    /// Runs `body` on the value at `p`, stores the result back and makes it durable.
+    /// Runs `body` on the value at `p`, stores the result back and makes it durable. When `body`
+    /// throws, nothing is stored.
     /// - Note: Not failure-atomic beyond 8 bytes (see ``store(_:at:)``).
     public func withMutable<T, R>(_ p: PPointer<T>, _ body: (inout T) throws -> R) throws -> R {
         try checkWritable()
         try checkNoTransaction()
         let o = try checkedOffset(p)
         var value = bytes.load(T.self, at: o)
-        defer {
-            bytes.store(value, at: o)
-            persistence.persist(offset: o, count: MemoryLayout<T>.size)
-        }
-        return try body(&value)
+        let result = try body(&value)
+        bytes.store(value, at: o)
+        try persistWrite(o, MemoryLayout<T>.size)
+        return result
     }
 
     /// Checked access with a trap for a bad pointer. The setter persists the stored value.
@@ -126,13 +126,21 @@ extension Pool {
     ///   (a negative or overflowing count), `closed`.
     public func persist<T>(_ p: PPointer<T>, count: Int = 1) throws(PoolError) {
         let o = try checkedOffset(p, count: count)
-        persistence.persist(offset: o, count: Pool.byteSize(T.self, count: count) ?? 0)
+        try persistWrite(o, Pool.byteSize(T.self, count: count) ?? 0)
     }
 
     /// Makes `count` bytes at `p` durable.
     public func persist(_ p: PRawPointer, count: Int) throws(PoolError) {
         let o = try checkedOffset(p.assumingType(UInt8.self), count: count)
-        persistence.persist(offset: o, count: count)
+        try persistWrite(o, count)
+    }
+
+    /// Makes the application's write of `[o, o+n)` durable: a flush and a fence — or, when a live
+    /// log record changed some of those bytes (its replay after a crash would undo the write), a
+    /// record of its own (docs/ARCHITECTURE.md §5.6, "writes that are not records").
+    @inline(__always)
+    func persistWrite(_ o: Int, _ n: Int) throws(PoolError) {
+        do throws(PoolError) { try heap.persistUnlogged(o, n) } catch { throw PoolError(error.code, error.message, path: path, errno: error.errno) }
     }
 
     /// Whether `p` points into this pool's heap (bounds only: not whether it is allocated).

@@ -41,22 +41,29 @@ extension Pool {
 
     /// Allocate-and-link: reserves `size` bytes, lets `fill` write them (at their pool offset,
     /// with their usable size) or zeroes them, and publishes the block together with `slot := it`
-    /// in one log. `slot` must be valid (``userSlot(_:)`` or one of the pool's own).
+    /// in one record (one fence). `slot` must be valid (``userSlot(_:)`` or one of the pool's own).
     func allocateLinked(size: Int, alignment: Int, slot: Int, zeroed: Bool,
                         fill: ((_ offset: Int, _ usable: Int) -> Void)?) throws(PoolError) -> Int {
         let lane = heap.currentLane()
         let r = try heap.reserve(size: size, alignment: alignment, lane: lane, longLived: false)
         if zeroed { bytes.zero(r.offset, count: r.usableSize) }
         fill?(r.offset, r.usableSize)
-        heap.publishLinked(r, slot: slot, initialized: zeroed ? r.usableSize : (fill != nil ? size : 0), lane: lane)
+        let contents: LinkedContents
+        switch (zeroed, fill != nil) {
+        case (true, false): contents = .zeroed
+        case (true, true): contents = .initialized(r.usableSize)  // zeros and what `fill` wrote
+        case (false, true): contents = .initialized(size)
+        case (false, false): contents = .none
+        }
+        try heap.publishLinked(r, slot: slot, contents: contents, lane: lane)
         return r.offset
     }
 
     /// Reallocate-and-relink: moves what `slot` points at to a block of at least `size` bytes in
-    /// one log (the new block's contents verified, `slot := new`, the new block published, the
-    /// old one freed). After a crash the slot points at the old object (intact) or the new one
-    /// (with the old contents, the rest zeroed), and exactly that one is allocated. A null slot
-    /// gets a new zeroed block; a block already large enough is returned as it is.
+    /// one record (the new block's contents, `slot := new`, the new block published, the old one
+    /// freed). After a crash the slot points at the old object (intact) or the new one (with the
+    /// old contents, the rest zeroed), and exactly that one is allocated. A null slot gets a new
+    /// zeroed block; a block already large enough is returned as it is.
     func reallocateLinked(slot: Int, size: Int, alignment: Int) throws(PoolError) -> Int {
         let x = Int(truncatingIfNeeded: bytes.atomicLoad(slot, .acquiring))
         if x == 0 { return try allocateLinked(size: size, alignment: alignment, slot: slot, zeroed: true, fill: nil) }
@@ -74,15 +81,7 @@ extension Pool {
         let keep = min(oldSize, r.usableSize)
         bytes.move(from: x, to: r.offset, count: keep)
         bytes.zero(r.offset + keep, count: r.usableSize - keep)
-        persistence.flush(offset: r.offset, count: r.usableSize)
-        var log = heap.log(lane: lane, entries: 6)
-        log.appendVerify(offset: r.offset, count: r.usableSize)
-        log.append(.write8, offset: slot, operand: UInt64(r.offset))
-        heap.appendPublish(r, to: &log)
-        heap.appendFree(old, to: &log)
-        heap.commit(&log, lane: lane)
-        heap.finishFreed(old)
-        heap.finishPublished(r)
+        try heap.publishLinked(r, slot: slot, contents: .initialized(r.usableSize), freeing: old, lane: lane)
         return r.offset
     }
 
@@ -117,7 +116,7 @@ extension Pool {
 
     /// Allocates `bytes` bytes and stores the new pointer in `slot` (an 8-byte persistent
     /// location in the heap), **atomically**: after a crash, either the block is allocated and
-    /// `slot` points at it, or neither happened. Two fences.
+    /// `slot` points at it, or neither happened. One fence.
     public func allocate(bytes: Int, alignment: Int = 16, zeroed: Bool = true,
                          linkedInto slot: PPointer<PRawPointer>) throws(PoolError) -> PRawPointer {
         try checkWritable()
@@ -161,7 +160,7 @@ extension Pool {
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, **atomically**. A null slot is
-    /// a no-op. Two fences.
+    /// a no-op. One fence.
     public func free<T>(linkedFrom slot: PPointer<PPointer<T>>) throws(PoolError) {
         try checkWritable()
         try heap.freeLinked(slot: try userSlot(slot), lane: heap.currentLane())
@@ -195,7 +194,7 @@ extension Pool {
         if size <= old { return p }
         let q = try allocate(T.self, count: count)
         bytes.move(from: Int(p.offset), to: Int(q.offset), count: old)
-        persistence.persist(offset: Int(q.offset), count: old)
+        try persistWrite(Int(q.offset), old)
         try free(p)
         return q
     }

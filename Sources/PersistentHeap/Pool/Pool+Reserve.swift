@@ -5,8 +5,8 @@
 //   reserve    space chosen (volatile only): nothing persistent changes; the block is free space
 //              until it is published, so it is filled in place without a log
 //   fill       initialize(_:to:), withMutableView(of:) — plain stores, no flush
-//   publish    one redo log: a `verify` of every reserved block's contents, every slot update,
-//              the blocks' allocation entries, every free — the same commit as a transaction
+//   publish    one log record: every reserved block's contents, every slot update, the
+//              blocks' allocation entries, every free — the same commit as a transaction
 //              (docs/ARCHITECTURE.md §5.10); after a crash all of it happened or none of it
 //   cancel     the space goes back, nothing was ever written durably
 //
@@ -162,7 +162,7 @@ extension Pool {
             for i in indexes.sorted(by: >) {
                 let b = ctx[0].held.remove(at: i).reservation
                 ctx[0].reservations.append(b)
-                ctx[0].addFresh(FreshBlock(offset: b.offset, count: b.usableSize, written: true))
+                ctx[0].addFresh(FreshBlock(offset: b.offset, count: b.usableSize, zeroed: false, written: true))
             }
         }
     }

@@ -32,7 +32,8 @@ public final class Pool: @unchecked Sendable {
     public let previousShutdownWasClean: Bool
     /// Whether a damaged header copy was rewritten from the other one during `open`.
     public let repairedHeader: Bool
-    /// What recovery found at open: redo logs that were valid, and how many had not fully taken effect.
+    /// Log records recovery replayed at open: operations acknowledged before a crash whose
+    /// effects a checkpoint had not yet written back in place (0 after a clean close).
     public let recoveredOperations: Int
     /// This session's number (the count of read-write opens); persistent mutexes compare against it.
     private(set) var session: UInt64 = 0
@@ -77,7 +78,7 @@ public final class Pool: @unchecked Sendable {
         lanes = LaneTable(count: Int(header.laneCount))
         transactionStates = TransactionStates(count: Int(header.laneCount))
         txStates = transactionStates.states
-        persistence = Persistence(domain: domain, mapping: mapping, media: media, deferredSlots: Int(header.laneCount))
+        persistence = Persistence(domain: domain, mapping: mapping, media: media)
         heap = try Heap(bytes: bytes, persistence: persistence, header: header, lanes: lanes, poolID: poolID)
         allocator = heap
         assert(Pool.maxAlignment == Format.unitSize, "Pool.maxAlignment must be the heap's unit")
@@ -88,7 +89,7 @@ public final class Pool: @unchecked Sendable {
         // replay of valid logs (what any open does) — and that is undone if the heap then
         // turns out to be damaged: a failed open leaves the file as it found it.
         let report = try heap.recover(laneCount: Int(header.laneCount), readOnly: readOnly)
-        recoveredOperations = report.incompleteLogs
+        recoveredOperations = report.replayedRecords
         repairedHeader = repair != .none && !readOnly
         do throws(PoolError) {
             try heap.load()
@@ -112,11 +113,9 @@ public final class Pool: @unchecked Sendable {
         session = bytes.u64(StateField.session)
         installCallbacks()
         LaneRegistry.register(poolID, lanes)
-        lanes.onRelease = { [heap, persistence, txStates] lane in
+        lanes.onRelease = { [heap, txStates] lane in
             Pool.cancelHeld(lane: lane, states: txStates, heap: heap)
             heap.releaseLaneRuns(lane)
-            persistence.drain()
-            persistence.clearDeferred(slot: lane)
         }
         closed.store(false, ordering: .releasing)
     }
@@ -148,7 +147,7 @@ public final class Pool: @unchecked Sendable {
                                     trySync: options.durability == .automatic)
             mapping = m
             let domain = chooseDomain(options.durability, mapSync: m.mapSync)
-            let persistence = Persistence(domain: domain, mapping: m, media: nil, deferredSlots: 1)
+            let persistence = Persistence(domain: domain, mapping: m, media: nil)
             format(m.bytes, header: header, persistence: persistence)
             return try Pool(path: path, mapping: m, header: header, domain: domain, media: nil, readOnly: false, repair: .none)
         } catch {
@@ -166,7 +165,7 @@ public final class Pool: @unchecked Sendable {
         let poolSize = Int(header.poolSize)
         let mapping = try PoolMapping(anonymousSize: poolSize, reserve: Int(header.maxSize), image: nil)
         let media = SimulatedMedia(mapping: mapping, size: poolSize)
-        let persistence = Persistence(domain: .simulated, mapping: mapping, media: media, deferredSlots: 1)
+        let persistence = Persistence(domain: .simulated, mapping: mapping, media: media)
         format(mapping.bytes, header: header, persistence: persistence)
         return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media, readOnly: false, repair: .none)
     }
@@ -322,7 +321,8 @@ public final class Pool: @unchecked Sendable {
                 Pool.cancelHeld(lane: lane, states: txStates, heap: heap)
                 heap.releaseLaneRuns(lane)
             }
-            persistence.drain()
+            // Every record written back in place and retired: a clean pool has no live record.
+            heap.checkpointAll()
             bytes.atomicStore(StateField.shutdown, ShutdownState.clean, .releasing)
             persistence.persist(offset: StateField.shutdown, count: 8)
         }

@@ -7,10 +7,11 @@ import Glibc
 // Transactions: a volatile write set, then one redo log at commit.
 //
 //   body runs       writes go to shadow copies; allocations are reservations; frees are listed
-//   commit          1. the log: every written range, every allocation, every free (+ verify
-//                      entries for blocks zeroed in place); one fast line when it fits, the main
-//                      log otherwise, continued in an extension block for large transactions
-//                   2. fence 1 (log durable) · apply · fence 2 (changes durable) · retire
+//   commit          1. one record: every written range, every allocation, every free, and the
+//                      new blocks' contents (zero entries, or copies of small blocks; large
+//                      written blocks are flushed and fenced before the record instead); one
+//                      line when it fits, continued in the lane's extension block when large
+//                   2. one fence (the record is durable: committed) · apply without a flush
 //   abort           reservations given back, shadows dropped: memory was never changed
 //
 // Recovery replays committed logs; a transaction without a complete log changed nothing.
@@ -42,8 +43,9 @@ extension Pool {
     /// Isolation between threads is the application's (see ``PMutex``); each thread may run its
     /// own transactions concurrently.
     ///
-    /// - Complexity: two fences at commit, whatever the number of ranges; none for a
-    ///   transaction that changed nothing.
+    /// - Complexity: one fence at commit, whatever the number of ranges (two when it wrote a new
+    ///   block larger than the copy limit — 256 bytes, 2 KiB on ordinary files); none for a
+    ///   transaction that changed nothing or aborted.
     @discardableResult
     @inlinable
     public func transaction<R>(_ body: (Transaction) throws -> R) throws -> R {
@@ -123,11 +125,27 @@ extension Pool {
         ctx[0].reset()
     }
 
-    /// Bytes the commit log takes.
-    private func logBytes(_ ctx: FixedArray<TransactionState>, publishEntries: Int) -> Int {
+    /// How a fresh block reaches the media at commit: a `zero` entry (allocated zeroed, never
+    /// written), a copy in the record (written, small), a flush and a fence of its own before
+    /// the record (written, larger than the heap's copy limit), or nothing (never initialised).
+    private enum FreshCommit { case nothing, zero, copy, flushFirst }
+
+    private func freshCommit(_ b: FreshBlock) -> FreshCommit {
+        if !b.written { return b.zeroed ? .zero : .nothing }
+        return b.count <= heap.copyLimit ? .copy : .flushFirst
+    }
+
+    /// Payload bytes of the commit record.
+    private func recordBytes(_ ctx: FixedArray<TransactionState>, publishEntries: Int) -> Int {
         var n = 0
-        for r in ctx[0].writeSet.ranges { n += RedoLog.writeEntrySize(r) }
-        for b in ctx[0].fresh where b.written { n += 16 }
+        for r in ctx[0].writeSet.ranges { n += LogRecord.writeEntrySize(r) }
+        for b in ctx[0].fresh {
+            switch freshCommit(b) {
+            case .zero: n += 16
+            case .copy: n += LogRecord.bytesEntrySize(b.count)
+            case .nothing, .flushFirst: break
+            }
+        }
         n += 16 * publishEntries
         n += Heap.freeEntryBytes * ctx[0].frees.count
         return n
@@ -136,42 +154,33 @@ extension Pool {
     private func commitTransaction(_ context: TransactionContext) throws(PoolError) {
         let lane = context.lane
         let ctx = context.state
-        let publishEntries = heap.publishEntries(ctx[0].reservations)
-        let total = logBytes(ctx, publishEntries: publishEntries)
-        var log: RedoLog
-        var ext: (offset: Int, capacity: Int)?
-        var fast = total <= LaneLayout.fastLogSize - LogField.payload
-        if fast {
-            for r in ctx[0].writeSet.ranges where RedoLog.writeEntrySize(r) != 16 { fast = false }
+        // Large new blocks written in place: durable before the record can exist (a fence of
+        // their own), after the records that wrote into that space before are retired.
+        var flushedFirst = false
+        for b in ctx[0].fresh where freshCommit(b) == .flushFirst {
+            heap.settleForUnloggedWrite(b.offset, b.count)
+            persistence.flush(offset: b.offset, count: b.count)
+            flushedFirst = true
         }
-        if fast {
-            log = heap.log(lane: lane, entries: 3)
-        } else {
-            log = heap.log(lane: lane, entries: .max)
-            if total > log.remaining {
-                // A large transaction: the log continues in the lane's extension block (kept
-                // linked across transactions). Entries never split across segments, so the
-                // inline part may end early: size the extension for everything.
-                ext = try heap.logExtension(lane: lane, payload: total + 64)
+        if flushedFirst { persistence.drain() }
+        let publishEntries = heap.publishEntries(ctx[0].reservations)
+        let total = recordBytes(ctx, publishEntries: publishEntries)
+        var oneLine = total <= Heap.lineRecordPayload
+        if oneLine {
+            for r in ctx[0].writeSet.ranges where LogRecord.writeEntrySize(r) != 16 { oneLine = false }
+            for b in ctx[0].fresh where freshCommit(b) == .copy { oneLine = false }
+        }
+        var log = try heap.record(lane: lane, payload: total, oneLine: oneLine)
+        for b in ctx[0].fresh {
+            switch freshCommit(b) {
+            case .zero: log.append(.zero, offset: b.offset, operand: UInt64(b.count))
+            case .copy: log.appendCopy(offset: b.offset, count: b.count)
+            case .nothing, .flushFirst: break
             }
         }
-        // Moves to the extension when the next entry (`n` bytes) would not leave room for the jump.
-        @inline(__always) func room(_ log: inout RedoLog, _ n: Int) {
-            if let ext, log.remaining < n + 16 && !log.isExtended { log.extend(to: ext.offset, capacity: ext.capacity) }
-        }
-        // New blocks written in place: flushed under fence 1, verified over their final contents.
-        for b in ctx[0].fresh where b.written {
-            persistence.flush(offset: b.offset, count: b.count)
-            room(&log, 16)
-            log.appendVerify(offset: b.offset, count: b.count)
-        }
-        for r in ctx[0].writeSet.ranges {
-            room(&log, RedoLog.writeEntrySize(r))
-            log.appendWrite(r)
-        }
-        room(&log, 16 * publishEntries)
+        for r in ctx[0].writeSet.ranges { log.appendWrite(r) }
         heap.appendPublish(ctx[0].reservations, to: &log)
-        for f in ctx[0].frees { room(&log, Heap.freeEntryBytes); heap.appendFree(f, to: &log) }
+        for f in ctx[0].frees { heap.appendFree(f, to: &log) }
         heap.commit(&log, lane: lane)
         // Volatile bookkeeping, now that everything is durable.
         for r in ctx[0].reservations { heap.finishPublished(r) }

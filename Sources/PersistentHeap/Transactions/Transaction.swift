@@ -158,25 +158,26 @@ public struct Transaction {
         try pool.checkRequest(bytes: n, alignment: alignment)
         let r = try pool.heap.reserve(size: n, alignment: alignment, lane: context.lane, longLived: true)
         ctx[0].reservations.append(r)
-        // Free space until commit: zeroed and later written in place, verified by the log.
+        // Free space until commit: zeroed and later written in place; the commit record carries
+        // the contents (or zeroes the block).
         if zeroed { pool.bytes.zero(r.offset, count: r.usableSize) }
-        ctx[0].addFresh(FreshBlock(offset: r.offset, count: r.usableSize, written: zeroed))
+        ctx[0].addFresh(FreshBlock(offset: r.offset, count: r.usableSize, zeroed: zeroed, written: false))
         return PRawPointer(offset: UInt64(r.offset))
     }
 
     /// Allocates `bytes` bytes and lets `initialize` write their contents in place through a view
-    /// (they start zeroed): cheaper than writing a new block through the transaction (the bytes
-    /// are not copied into the log; the log only verifies them). The allocation and its contents
-    /// take effect at commit.
+    /// (they start zeroed): cheaper than writing a new block through the transaction (no shadow
+    /// copy). The allocation and its contents take effect at commit.
     /// - Warning: Do not keep the view past `initialize`.
     public func allocate(bytes n: Int, alignment: Int = 16, writing initialize: (MutableByteView) throws -> Void) throws -> PRawPointer {
         let ctx = try live()
         let p = try allocate(bytes: n, alignment: alignment, zeroed: true)
         let x = Int(p.offset)
         try initialize(pool.bytes.mutableView(at: x, count: n))
-        guard ctx[0].freshIndex(x, n) != nil else {
+        guard let i = ctx[0].freshIndex(x, n) else {
             throw PoolError(.transactionMisuse, "the new block was freed by its own initializer", path: pool.path)
         }
+        ctx[0].fresh[i].written = true
         return p
     }
 

@@ -21,8 +21,8 @@ struct TransactionState {
     var frees: [FreeTarget] = []
     var freeOffsets: [Int] = []
     /// Blocks allocated by this transaction, sorted by offset. Writes into them go in place (the
-    /// block is invisible until commit); at commit, those written or initialised are flushed and
-    /// covered by a `verify` entry over their final contents.
+    /// block is invisible until commit); at commit their contents reach the media with the record
+    /// (see `Pool.commitTransaction`).
     var fresh: [FreshBlock] = []
     /// The error of a nested transaction that failed: the outermost one must abort.
     var doom: (any Error)?
@@ -70,10 +70,12 @@ struct TransactionState {
     }
 }
 
-/// A block allocated by a transaction (usable bytes), and whether its contents must be verified.
+/// A block allocated by a transaction (usable bytes): whether it was allocated zeroed, and
+/// whether it was written (or initialised) since.
 struct FreshBlock {
     let offset: Int
     let count: Int
+    let zeroed: Bool
     var written: Bool
 }
 

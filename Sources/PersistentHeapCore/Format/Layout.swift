@@ -6,7 +6,7 @@
 //   0x0000  primary header (one page; 256 bytes used, CRC-32C)
 //   0x1000  backup header (identical copy)
 //   0x2000  state page: shutdown state, session counter, root slot
-//   0x3000  lanes: laneCount × laneSize (per-thread redo logs)
+//   0x3000  lanes: laneCount × laneSize (per-thread logs of records)
 //   heap    heap units of 4 KiB, in segments that double in span (`Segments.swift`); each
 //           segment starts with the unit table of its own units (one 8-byte entry per unit),
 //           then free extents, large objects and runs of small blocks
@@ -17,8 +17,10 @@
     @_spi(Core) public static let magic: UInt64 = 0x4C4F_4F50_4145_4850
     /// Incompatible changes bump the major version; a pool with a newer major is refused.
     /// Version 2: the unit table lives in per-segment pieces (version 1 reserved one table for
-    /// the maximum size before the heap); a version-1 pool is refused with `versionTooOld`.
-    @_spi(Core) public static let major: UInt16 = 2
+    /// the maximum size before the heap). Version 3: each lane is a log of records applied
+    /// without a flush and retired by checkpoints (`StateField.retired`); version-2 lanes held
+    /// three fixed logs. An older pool is refused with `versionTooOld`.
+    @_spi(Core) public static let major: UInt16 = 3
     /// Compatible additions bump the minor version; any minor of a known major opens.
     @_spi(Core) public static let minor: UInt16 = 0
 
@@ -36,8 +38,8 @@
     @_spi(Core) public static let unitSize = 4096
     @_spi(Core) public static let unitShift = 12
 
-    /// Bytes per lane (one redo log).
-    @_spi(Core) public static let laneSize = 2048
+    /// Bytes per lane (a header line, then the lane's log of records).
+    @_spi(Core) public static let laneSize = 4096
 
     /// Smallest pool accepted by `create`.
     @_spi(Core) public static let minimumPoolSize = 256 << 10
@@ -79,6 +81,9 @@
     @_spi(Core) public static let shutdown = Format.statePageOffset + 0
     /// Incremented at every read-write open; persistent mutexes compare against it.
     @_spi(Core) public static let session = Format.statePageOffset + 8
+    /// Every log record with a sequence number at most this one is retired: its effects are
+    /// durable in place, and recovery ignores it (written by checkpoints).
+    @_spi(Core) public static let retired = Format.statePageOffset + 16
     /// The root slot: offset of the root object, 0 when none.
     @_spi(Core) public static let rootSlot = Format.statePageOffset + 64
 }
@@ -89,6 +94,7 @@
     @_spi(Core) public static let size = StateField.rootSlot + 8 - Format.statePageOffset
     @_spi(Core) public let shutdown: UInt64
     @_spi(Core) public let session: UInt64
+    @_spi(Core) public let retired: UInt64
     @_spi(Core) public let root: UInt64
 
     @_spi(Core) public init(_ bytes: [UInt8]) {
@@ -99,6 +105,7 @@
         }
         shutdown = word(StateField.shutdown)
         session = word(StateField.session)
+        retired = word(StateField.retired)
         root = word(StateField.rootSlot)
     }
 }
@@ -171,30 +178,28 @@
     @_spi(Core) public static let magicValue: UInt32 = 0x4E55_5250 // "PRUN"
 }
 
-/// A lane holds three redo logs: two one-line "fast" logs used alternately by allocator
-/// operations of up to three entries (so the retirement of one never stalls the writing of the
-/// next), and a main log for larger records (transactions), continued in extension blocks.
+/// A lane: a header line, then the lane's log — records appended one after another, each
+/// starting on a cache line, from `log` to the end of the lane; the lane starts again at `log`
+/// once a checkpoint retired all its records. A record too large for the lane continues in the
+/// lane's extension block (linked from the header line), itself used as a second log.
 ///
-///     0    fast log 0        (64 bytes: header + 3 entries)
-///     64   fast log 1        (64 bytes)
-///     128  extension slot    UInt64: a log extension block of the running transaction, or 0
-///     136  reserved          (56 bytes)
-///     192  main log          (laneSize - 192 bytes)
+///     0    extension slot    UInt64: the lane's log extension block, or 0
+///     8    reserved          (56 bytes, zero)
+///     64   log               records (laneSize - 64 bytes)
 @_spi(Core) public enum LaneLayout {
-    @_spi(Core) public static let fastLogs = [0, 64]
-    @_spi(Core) public static let fastLogSize = 64
-    @_spi(Core) public static let extensionSlot = 128
-    @_spi(Core) public static let mainLog = 192
-    @_spi(Core) public static let mainLogSize = Format.laneSize - 192
-    /// (offset within the lane, size) of every log of a lane.
-    @_spi(Core) public static let logs = [(0, 64), (64, 64), (192, Format.laneSize - 192)]
+    @_spi(Core) public static let extensionSlot = 0
+    @_spi(Core) public static let log = 64
+    @_spi(Core) public static let logSize = Format.laneSize - 64
+    /// Records start on cache lines.
+    @_spi(Core) public static let recordAlignment = 64
 }
 
-/// A redo log: a 16-byte header, then entries up to the log's size, continued in extension
-/// blocks for large transactions (main log only).
+/// A log record: a 16-byte header, then entries; for a record too large for its lane, an
+/// `extend` entry right after the header moves the payload to the lane's extension block.
 ///
-///     0   seq       UInt64  order of commit across lanes; 0 = empty or retired
-///     8   bytes     UInt32  payload bytes (inline + extensions)
+///     0   seq       UInt64  order of commit across lanes (1, 2, …); a record is live while
+///                           seq > the state page's `retired`
+///     8   bytes     UInt32  payload bytes (inline + extension)
 ///     12  checksum  UInt32  CRC-32C of seq and bytes (as two UInt64), then the whole payload
 ///     16  payload   entries, 8-byte aligned
 ///
@@ -216,17 +221,16 @@
     case andNot64 = 3
     /// Copy `operand` bytes that follow the entry (padded to 8) to the offset.
     case writeBytes = 4
-    /// The payload continues in an extension block at the offset, holding `operand` bytes.
+    /// The payload continues in the lane's extension block at the offset, for `operand` bytes.
     case extend = 5
-    /// No effect; the log is valid only if the `operand >> 32` bytes at the offset have the
-    /// CRC-32C `operand & 0xffffffff`. Covers data written in place and flushed under the same
-    /// fence as the log (a new object's initial contents): if that data did not reach the media,
-    /// the fence never completed and the log must not be replayed.
-    case verify = 6
+    // 6 was `verify` in format 2 (a CRC over data flushed under the log's fence); format 3
+    // records never depend on memory outside themselves.
+    /// Zero `operand` bytes at the offset (a new block handed out zeroed).
+    case zero = 7
 }
 
-/// An extension block of a redo log (in a heap allocation, linked from its lane's extension
-/// slot): 16-byte header, then payload.
+/// A lane's log extension block (a heap allocation, linked from the lane's extension slot):
+/// 16-byte header, then a log of record continuations.
 ///
 ///     0  capacity  UInt64  payload capacity of this block
 ///     8  magic     UInt64  "PHLOGEXT" xor the pool offset of the slot it is linked from: only a

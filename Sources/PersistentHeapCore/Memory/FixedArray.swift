@@ -92,6 +92,31 @@ extension FixedArray where T == Int32 {
     @_spi(Core) public func atomicAdd(_ i: Int, _ v: Int32) -> Int32 { ph_fetch_add_seq_cst_i32(address(i), v) }
 }
 
+extension FixedArray where T == UInt64 {
+    /// Atomic load of element `i`.
+    @inlinable @inline(__always) @_spi(Core) public func atomicLoad(_ i: Int, _ order: LoadOrder) -> UInt64 {
+        switch order {
+        case .relaxed: return ph_load_relaxed_u64(address(i))
+        case .acquiring: return ph_load_acquire_u64(address(i))
+        case .sequentiallyConsistent: return ph_load_seq_cst_u64(address(i))
+        }
+    }
+
+    /// Atomic store to element `i`.
+    @inlinable @inline(__always) @_spi(Core) public func atomicStore(_ i: Int, _ v: UInt64, _ order: StoreOrder) {
+        switch order {
+        case .relaxed: ph_store_relaxed_u64(address(i), v)
+        case .releasing: ph_store_release_u64(address(i), v)
+        }
+    }
+
+    /// Sequentially consistent store to element `i`: ordered before every later load of the
+    /// thread (a store→load handshake).
+    @inlinable @inline(__always) @_spi(Core) public func sequentiallyConsistentStore(_ i: Int, _ v: UInt64) {
+        ph_store_seq_cst_u64(address(i), v)
+    }
+}
+
 /// Zero-filled anonymous memory, reserved for a maximum size and committed by the kernel page by
 /// page as it is touched: the per-unit volatile tables, sized for the maximum pool.
 @_spi(Core) public final class MappedMemory: @unchecked Sendable {

@@ -27,12 +27,6 @@ public enum PersistenceDomain: String, Sendable, CaseIterable {
 /// - `persist(range)` is `flush` then `drain`.
 ///
 /// Per-thread counters (``PersistenceCounters``) record flushed lines, fences and `msync` calls.
-///
-/// ### Deferred lines
-/// A few protocols (log retirement, see docs/ARCHITECTURE.md) write a line, flush it and return
-/// without a fence. Such a line is registered with ``deferLine(_:slot:)``; every `drain()` of
-/// every thread flushes all registered lines again before its fence, so the deferred store is
-/// durable no later than any store that becomes durable after it.
 public final class Persistence: @unchecked Sendable {
     /// The domain in use.
     public let domain: PersistenceDomain
@@ -45,13 +39,7 @@ public final class Persistence: @unchecked Sendable {
     /// Base of the mapping (for the simulated domain's line indexes).
     @_spi(Core) public let base: UnsafeMutableRawPointer
 
-    // Deferred lines: one slot per lane; a bit per slot says "flush me before your fence".
-    private let deferredSlots: Int
-    @usableFromInline let deferredWords: Int
-    @usableFromInline let deferredMask: UnsafeMutablePointer<UInt64>
-    @usableFromInline let deferredAddress: UnsafeMutablePointer<UInt64>
-
-    @_spi(Core) public init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?, deferredSlots: Int) {
+    @_spi(Core) public init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?) {
         self.domain = domain
         self.base = mapping.base
         self.media = media
@@ -66,18 +54,6 @@ public final class Persistence: @unchecked Sendable {
             flushLines = ph_flush_clflush
             flushInstruction = "clflush"
         }
-        self.deferredSlots = max(deferredSlots, 1)
-        let words = (self.deferredSlots + 63) / 64
-        deferredWords = words
-        deferredMask = .allocate(capacity: words)
-        deferredMask.initialize(repeating: 0, count: words)
-        deferredAddress = .allocate(capacity: self.deferredSlots)
-        deferredAddress.initialize(repeating: 0, count: self.deferredSlots)
-    }
-
-    deinit {
-        deferredMask.deallocate()
-        deferredAddress.deallocate()
     }
 
     /// Starts writing back the cache lines covering `[address, address+count)`.
@@ -111,16 +87,10 @@ public final class Persistence: @unchecked Sendable {
         media?.drain()
     }
 
-    /// Waits until every range this thread flushed is durable (and every deferred line of any
-    /// thread), and orders those writes before this thread's later stores.
+    /// Waits until every range this thread flushed is durable, and orders those writes before
+    /// this thread's later stores.
     @inlinable @inline(__always)
     public func drain() {
-        drain(except: -1)
-    }
-
-    @inlinable @inline(__always)
-    func drain(except own: Int) {
-        reflushDeferred(except: own)
         let state = ph_tls()!
         state.pointee.fences &+= 1
         switch domain {
@@ -133,14 +103,11 @@ public final class Persistence: @unchecked Sendable {
         }
     }
 
-    /// ``drain()`` for the thread holding lane `slot`. The lane's own deferred line was flushed
-    /// by this thread, so this thread's fence covers it: it is not flushed again (flushing a
-    /// line still being written back stalls), and it is forgotten once the fence completed —
-    /// not before, so another thread draining meanwhile still flushes it.
-    @inlinable @inline(__always)
-    @_spi(Core) public func drain(clearing slot: Int) {
-        drain(except: slot)
-        clearDeferred(slot: slot)
+    /// Counts a checkpoint of this thread and its fences (already counted as fences).
+    @_spi(Core) public func countCheckpoint(fences: Int) {
+        let state = ph_tls()!
+        state.pointee.checkpoints &+= 1
+        state.pointee.checkpoint_fences &+= UInt64(fences)
     }
 
     /// ``flush(_:count:)`` then ``drain()``.
@@ -158,64 +125,15 @@ public final class Persistence: @unchecked Sendable {
     /// ``persist(_:count:)`` of `count` bytes at pool offset `offset`.
     @inlinable @inline(__always) @_spi(Core) public func persist(offset: Int, count: Int) { persist(base + offset, count: count) }
 
-    /// ``deferLine(_:slot:)`` of the line at pool offset `offset`.
-    @inlinable @inline(__always) @_spi(Core) public func deferLine(offset: Int, slot: Int) { deferLine(base + offset, slot: slot) }
-
     /// Writes the 64-byte line at `dst` (64-aligned) from `words` and starts writing it back.
     /// Durable after the next drain.
     ///
-    /// Measured on this project's machine (tmpfs, clwb): a whole-line non-temporal write saves
-    /// the read miss on a line an earlier flush evicted, but the log line is stored to again at
-    /// retirement, and streaming it then costs more than it saves; a streamed retirement could
-    /// not be flushed by other threads. So: ordinary stores and a flush.
+    /// Ordinary stores and a flush (format 2 measured non-temporal stores here: no gain once the
+    /// line was stored to again; see docs/ARCHITECTURE.md §3).
     @inlinable @inline(__always)
     @_spi(Core) public func writeLine(_ dst: UnsafeMutableRawPointer, _ words: UnsafePointer<UInt64>) {
         dst.copyMemory(from: words, byteCount: 64)
         flush(dst, count: 64)
-    }
-
-    // MARK: Deferred lines
-
-    /// Flushes the line at `address` (already written) without a fence and registers it in
-    /// `slot`, so that every later `drain()` of any thread flushes it again first.
-    @inlinable @inline(__always)
-    @_spi(Core) public func deferLine(_ address: UnsafeRawPointer, slot: Int) {
-        flush(address, count: 8)
-        ph_store_release_u64(deferredAddress + slot, UInt64(UInt(bitPattern: address)))
-        _ = ph_fetch_or_acq_rel_u64(deferredMask + (slot >> 6), 1 << UInt64(slot & 63))
-    }
-
-    /// Forgets the deferred line of `slot`: call after a `drain()` of the owning thread.
-    @inlinable @inline(__always)
-    @_spi(Core) public func clearDeferred(slot: Int) {
-        let word = deferredMask + (slot >> 6)
-        let bit: UInt64 = 1 << UInt64(slot & 63)
-        if ph_load_relaxed_u64(word) & bit != 0 { _ = ph_fetch_and_acq_rel_u64(word, ~bit) }
-    }
-
-    @inlinable @inline(__always)
-    func reflushDeferred(except own: Int) {
-        // Fast path: no lane has a deferred line (one word for up to 64 lanes).
-        if deferredWords == 1 {
-            var bits = ph_load_relaxed_u64(deferredMask)
-            if own >= 0 { bits &= ~(1 << UInt64(own & 63)) }
-            if bits == 0 { return }
-        }
-        reflushDeferredSlow(except: own)
-    }
-
-    @inline(never) @usableFromInline
-    func reflushDeferredSlow(except own: Int) {
-        for w in 0..<deferredWords {
-            var bits = ph_load_acquire_u64(deferredMask + w)
-            if own >> 6 == w { bits &= ~(1 << UInt64(own & 63)) }
-            while bits != 0 {
-                let b = bits.trailingZeroBitCount
-                bits &= bits &- 1
-                let a = ph_load_acquire_u64(deferredAddress + (w << 6 | b))
-                if a != 0 { flush(UnsafeRawPointer(bitPattern: UInt(a))!, count: 8) }
-            }
-        }
     }
 
     // MARK: msync domain
@@ -261,28 +179,41 @@ public final class Persistence: @unchecked Sendable {
 public struct PersistenceCounters: Sendable, Equatable {
     /// Cache lines flushed (in the msync domain: 64-byte lines of the flushed ranges).
     public var flushedLines: UInt64
-    /// Drains (fences).
+    /// Drains (fences), checkpoints' included.
     public var fences: UInt64
     /// `msync` system calls.
     public var msyncCalls: UInt64
+    /// Checkpoints run (each writes back the lines log records changed, then retires them).
+    public var checkpoints: UInt64
+    /// Of ``fences``, those made by checkpoints (two each): `fences - checkpointFences` is what
+    /// the operations themselves paid.
+    public var checkpointFences: UInt64
 
     /// Counters with the given values (zero by default).
-    public init(flushedLines: UInt64 = 0, fences: UInt64 = 0, msyncCalls: UInt64 = 0) {
+    public init(flushedLines: UInt64 = 0, fences: UInt64 = 0, msyncCalls: UInt64 = 0, checkpoints: UInt64 = 0, checkpointFences: UInt64 = 0) {
         self.flushedLines = flushedLines
         self.fences = fences
         self.msyncCalls = msyncCalls
+        self.checkpoints = checkpoints
+        self.checkpointFences = checkpointFences
     }
 
     /// The counters of the calling thread.
     public static var current: PersistenceCounters {
         let s = ph_tls()!
-        return PersistenceCounters(flushedLines: s.pointee.flushed_lines, fences: s.pointee.fences, msyncCalls: s.pointee.msyncs)
+        return PersistenceCounters(flushedLines: s.pointee.flushed_lines, fences: s.pointee.fences, msyncCalls: s.pointee.msyncs,
+                                   checkpoints: s.pointee.checkpoints, checkpointFences: s.pointee.checkpoint_fences)
     }
+
+    /// Fences the operations paid, checkpoints' excluded.
+    public var operationFences: UInt64 { fences &- checkpointFences }
 
     /// `self - other`, field by field.
     public func since(_ earlier: PersistenceCounters) -> PersistenceCounters {
         PersistenceCounters(flushedLines: flushedLines &- earlier.flushedLines,
                             fences: fences &- earlier.fences,
-                            msyncCalls: msyncCalls &- earlier.msyncCalls)
+                            msyncCalls: msyncCalls &- earlier.msyncCalls,
+                            checkpoints: checkpoints &- earlier.checkpoints,
+                            checkpointFences: checkpointFences &- earlier.checkpointFences)
     }
 }

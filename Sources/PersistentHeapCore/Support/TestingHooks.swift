@@ -31,8 +31,9 @@
         }
     }
 
-    /// Recomputes the checksum of every lane log whose structure still parses (so that a log
-    /// with hostile entries is taken as committed and replayed).
+    /// Recomputes the checksum of every log record whose structure still parses, lane by lane
+    /// from the start of each lane's log (so that a record with hostile entries is taken as
+    /// committed and replayed).
     @_spi(Core) public static func resealLogs(_ image: inout [UInt8]) {
         guard image.count >= Format.headerSize else { return }
         let lanes = Int(min(4096, image.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: HeaderField.laneCount, as: UInt32.self) }))
@@ -41,10 +42,13 @@
             let bytes = PoolBytes(base: base)
             let allowed = WritableRegions(ranges: [0..<b.count], laneOffset: Format.laneRegionOffset, laneCount: lanes)
             for lane in 0..<lanes {
-                for (at, size) in LaneLayout.logs {
-                    let log = Format.laneRegionOffset + lane * Format.laneSize + at
-                    guard log + size <= b.count, let s = RedoLog.scan(bytes: bytes, logOffset: log, size: size, allowed: allowed) else { continue }
-                    bytes.setU32(log + LogField.checksum, s.crc)
+                let lane0 = Format.laneRegionOffset + lane * Format.laneSize
+                let limit = lane0 + Format.laneSize
+                guard limit <= b.count else { continue }
+                var at = lane0 + LaneLayout.log
+                while at < limit, let s = LogRecord.scan(bytes: bytes, at: at, inlineLimit: limit, allowed: allowed) {
+                    bytes.setU32(at + LogField.checksum, s.crc)
+                    at += s.inlineLength
                 }
             }
         }

@@ -1,0 +1,233 @@
+// The lanes' logs: one fence per durable operation (docs/ARCHITECTURE.md §5.6).
+//
+//   commit     seq := next · write the record, flush its lines · FENCE · apply in place (no flush)
+//              · note the ranges it changed (the lane's dirty list, the write filter)
+//   checkpoint (when a lane's log is full, before a shrink or a hole punch, at close, on demand)
+//              S := the highest seq below every record still in flight · flush every noted range
+//              · FENCE · state.retired := S, flush · FENCE · every lane may start its log over
+//   recovery   replay every record with seq > retired, in seq order (Heap+Recovery.swift)
+//
+// A lane's log is written only by the lane's thread; a record is immutable from its fence until
+// the lane starts over, which it does only once a durable checkpoint retired all its records.
+// Checkpoints are global (one lock): records of different lanes may change the same word (a
+// block allocated on one lane, freed on another), and replay must see them in seq order, so no
+// lane may retire a record while an older one of another lane is live.
+
+@_spi(Core) import PersistentHeapCore
+
+/// A lane's place in its logs (volatile; the lane's thread only).
+struct LaneLogState {
+    /// Bytes of the lane's log used by this pass.
+    var position = 0
+    /// Bytes of the lane's extension block used by this pass.
+    var extensionPosition = 0
+    /// The highest seq this lane wrote in this pass (0: none).
+    var lastSeq: UInt64 = 0
+}
+
+/// Ranges changed by a lane's applied records since the last checkpoint took them.
+struct DirtyRanges {
+    var ranges: [(offset: Int, count: Int)] = []
+}
+
+extension Heap {
+    /// Payload bytes a one-line record holds (three entries).
+    @_spi(Allocator) public static let lineRecordPayload = LogRecord.lineEntries * 16
+
+    /// Every record with a seq at most this one is retired, durably (volatile copy of the state
+    /// page's `retired`, raised only after it is durable).
+    @inline(__always) var retiredSeq: UInt64 { retired.load(ordering: .acquiring) }
+
+    // MARK: Placing and committing records
+
+    /// A record of `lane` with room for `payload` bytes of entries, placed in the lane's log (or,
+    /// beyond the lane's size, continued in its extension block). Starts the lane over when a
+    /// checkpoint retired its records; checkpoints first when the log is full.
+    /// `oneLine`: at most three 16-byte entries, built in registers and written as one line.
+    @inline(__always)
+    @_spi(Allocator) public func record(lane: Int, payload: Int, oneLine: Bool = false) throws(PoolError) -> LogRecord {
+        let base = laneLogOffset(lane) + LaneLayout.log
+        let last = laneLogs[lane].lastSeq
+        if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
+        if LogField.payload + payload <= LaneLayout.logSize - laneLogs[lane].position {
+            let p = laneLogs[lane].position
+            return LogRecord(bytes: bytes, at: base + p, inlineCapacity: LaneLayout.logSize - p - LogField.payload, oneLine: oneLine)
+        }
+        return try recordSlow(lane: lane, payload: payload)
+    }
+
+    @inline(never)
+    private func recordSlow(lane: Int, payload: Int) throws(PoolError) -> LogRecord {
+        let base = laneLogOffset(lane) + LaneLayout.log
+        if LogField.payload + payload <= LaneLayout.logSize {
+            // Fits an empty lane: retire what the lane holds and start over.
+            checkpoint(through: laneLogs[lane].lastSeq)
+            laneLogs[lane] = LaneLogState()
+            return LogRecord(bytes: bytes, at: base, inlineCapacity: LaneLayout.logSize - LogField.payload, oneLine: false)
+        }
+        // Larger than the lane: a header and a jump in the lane's log, the entries in the
+        // extension block (kept from one large record to the next, replaced by a larger one).
+        var ext = try logExtension(lane: lane, payload: payload)
+        if LogField.payload + 16 > LaneLayout.logSize - laneLogs[lane].position
+            || payload > ext.capacity - laneLogs[lane].extensionPosition {
+            checkpoint(through: laneLogs[lane].lastSeq)
+            laneLogs[lane] = LaneLogState()
+            // A block that holds only one record of this size would checkpoint at every one.
+            ext = try logExtension(lane: lane, payload: payload, roomy: true)
+        }
+        let s = laneLogs[lane]
+        var r = LogRecord(bytes: bytes, at: base + s.position, inlineCapacity: LaneLayout.logSize - s.position - LogField.payload, oneLine: false)
+        r.extend(to: ext.offset + s.extensionPosition, capacity: ext.capacity - s.extensionPosition)
+        return r
+    }
+
+    /// Commits `r`: seq, checksum, flush, **one fence** (the commit point), then the entries are
+    /// applied in place without a flush and the ranges they changed are noted for the next
+    /// checkpoint and for the write filter.
+    @inline(__always)
+    @_spi(Allocator) public func commit(_ r: inout LogRecord, lane: Int) {
+        // In flight from here until applied: a checkpoint retires nothing at or above `floor`.
+        // (Sequentially consistent store, then the seq's read-modify-write: see `checkpoint`.)
+        let floor = logSequence.load(ordering: .sequentiallyConsistent)
+        inflight.sequentiallyConsistentStore(lane, floor)
+        let seq = logSequence.add(1, ordering: .sequentiallyConsistent).oldValue
+        r.seal(seq: seq, persistence: persistence)
+        persistence.drain()
+        laneLocks.lock(lane)
+        r.apply { [dirty, filter] o, n in
+            dirty[lane].ranges.append((o, n))
+            filter.note(o, n, seq: seq)
+        }
+        laneLocks.unlock(lane)
+        inflight.atomicStore(lane, 0, .releasing)
+        laneLogs[lane].position += r.inlineLength
+        laneLogs[lane].extensionPosition += r.extensionLength
+        laneLogs[lane].lastSeq = seq
+    }
+
+    /// A one-line record of `lane` (three entries at most): it never needs the extension block,
+    /// so placing it cannot fail.
+    @inline(__always)
+    @_spi(Allocator) public func lineRecord(lane: Int) -> LogRecord {
+        let base = laneLogOffset(lane) + LaneLayout.log
+        let last = laneLogs[lane].lastSeq
+        if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
+        if LogField.payload + Heap.lineRecordPayload > LaneLayout.logSize - laneLogs[lane].position {
+            checkpoint(through: laneLogs[lane].lastSeq)
+            laneLogs[lane] = LaneLogState()
+        }
+        let p = laneLogs[lane].position
+        return LogRecord(bytes: bytes, at: base + p, inlineCapacity: LaneLayout.logSize - p - LogField.payload, oneLine: true)
+    }
+
+    /// A one-line record of up to three 8-byte entries `(op, offset, operand)`, committed (one
+    /// fence): what most allocator operations need.
+    @_spi(Allocator) public func commitWords(_ entries: [(LogOp, Int, UInt64)], lane: Int) {
+        // This process's own callers: at most three entries, by construction.
+        precondition(entries.count <= LogRecord.lineEntries, "a one-line record holds three entries")
+        var r = lineRecord(lane: lane)
+        for (op, o, v) in entries { r.append(op, offset: o, operand: v) }
+        commit(&r, lane: lane)
+    }
+
+    // MARK: Checkpoints
+
+    /// Retires every record with a seq at most `needed` (and as many more as are complete): waits
+    /// for records still in flight below it, writes back every range the retired records changed,
+    /// fences, and makes the new `retired` durable (a second fence). Two fences whatever the
+    /// number of records; each changed line is flushed once.
+    @_spi(Allocator) public func checkpoint(through needed: UInt64) {
+        checkpointLock.withLock {
+            guard needed > retiredSeq else { return }
+            // S: below every record in flight. A lane publishes a lower bound of its seq before
+            // taking it (sequentially consistent store, then the read-modify-write); this thread
+            // reads the counter, then the bounds: a lane not seen in flight takes a seq above S.
+            var s: UInt64 = 0
+            while true {
+                s = logSequence.load(ordering: .sequentiallyConsistent) - 1
+                for l in 0..<lanes.count {
+                    let floor = inflight.atomicLoad(l, .sequentiallyConsistent)
+                    if floor != 0 && floor <= s { s = floor - 1 }
+                }
+                if s >= needed { break }
+                ThreadContext.yield()  // a record below `needed` is being applied right now
+            }
+            guard s > retiredSeq else { return }
+            var all: [(offset: Int, count: Int)] = []
+            for l in 0..<lanes.count {
+                laneLocks.lock(l)
+                if !dirty[l].ranges.isEmpty {
+                    all.append(contentsOf: dirty[l].ranges)
+                    dirty[l].ranges.removeAll(keepingCapacity: true)
+                }
+                laneLocks.unlock(l)
+            }
+            flushRanges(&all)
+            persistence.drain()
+            bytes.atomicStore(StateField.retired, s, .releasing)
+            persistence.persist(offset: StateField.retired, count: 8)
+            retired.store(s, ordering: .releasing)
+            persistence.countCheckpoint(fences: 2)
+        }
+    }
+
+    /// Retires every committed record (close, shrink, an explicit checkpoint).
+    @_spi(Allocator) public func checkpointAll() {
+        checkpoint(through: logSequence.load(ordering: .sequentiallyConsistent) - 1)
+    }
+
+    /// Flushes each cache line covered by `ranges` once.
+    private func flushRanges(_ ranges: inout [(offset: Int, count: Int)]) {
+        guard !ranges.isEmpty else { return }
+        ranges.sort { $0.offset < $1.offset }
+        var lo = ranges[0].offset & ~63, hi = ranges[0].offset + ranges[0].count
+        for r in ranges.dropFirst() {
+            if r.offset <= hi {
+                hi = max(hi, r.offset + r.count)
+            } else {
+                persistence.flush(offset: lo, count: hi - lo)
+                lo = r.offset & ~63
+                hi = r.offset + r.count
+            }
+            hi = (hi + 63) & ~63
+        }
+        persistence.flush(offset: lo, count: hi - lo)
+    }
+
+    // MARK: Writes that are not records
+
+    /// Whether a write to `[offset, offset+count)` that is not a record must not be made durable
+    /// as it is: a live record changed some of those bytes, and its replay would undo the write.
+    @inline(__always)
+    @_spi(Allocator) public func replayWouldOvertake(_ offset: Int, _ count: Int) -> Bool {
+        filter.latest(offset, count) > retiredSeq
+    }
+
+    /// Makes `[offset, offset+count)` durable for the application (`store`, `persist`): a flush
+    /// and a fence, unless a live record changed some of those bytes — then the range goes into
+    /// a record of its own (one fence too: replay applies it after the older one), or, for a
+    /// range too large to log, a checkpoint runs first.
+    @_spi(Allocator) public func persistUnlogged(_ offset: Int, _ count: Int) throws(PoolError) {
+        guard count > 0 else { return }
+        guard replayWouldOvertake(offset, count) else {
+            persistence.persist(offset: offset, count: count)
+            return
+        }
+        let lane = currentLane()
+        if count <= copyLimit {
+            var r = try record(lane: lane, payload: LogRecord.bytesEntrySize(count))
+            r.appendCopy(offset: offset, count: count)
+            commit(&r, lane: lane)
+        } else {
+            checkpointAll()
+            persistence.persist(offset: offset, count: count)
+        }
+    }
+
+    /// Before new contents of `[offset, offset+count)` are made durable outside a record (a run's
+    /// header, a block's contents flushed before its record): retires the records that changed
+    /// any of those bytes, so that no replay overtakes the new contents.
+    @_spi(Allocator) public func settleForUnloggedWrite(_ offset: Int, _ count: Int) {
+        if replayWouldOvertake(offset, count) { checkpointAll() }
+    }
+}

@@ -31,6 +31,12 @@ int main(int argc, char **argv) {
     CHECK(mdb_env_create(&env));
     CHECK(mdb_env_set_mapsize(env, (size_t)8 << 30));
     CHECK(mdb_env_open(env, dir, 0, 0664));  // default flags: durable commits (fdatasync / msync)
+    // The durability flags as LMDB reports them (none of NOSYNC / NOMETASYNC / MAPASYNC / WRITEMAP).
+    unsigned int flags = 0;
+    CHECK(mdb_env_get_flags(env, &flags));
+    char config[160];
+    snprintf(config, sizeof config, "env_flags=0x%x NOSYNC=%d NOMETASYNC=%d MAPASYNC=%d WRITEMAP=%d", flags,
+             !!(flags & MDB_NOSYNC), !!(flags & MDB_NOMETASYNC), !!(flags & MDB_MAPASYNC), !!(flags & MDB_WRITEMAP));
     CHECK(mdb_txn_begin(env, NULL, 0, &txn));
     CHECK(mdb_dbi_open(txn, NULL, 0, &dbi));
     CHECK(mdb_txn_commit(txn));
@@ -44,7 +50,7 @@ int main(int argc, char **argv) {
         CHECK(mdb_txn_commit(txn));
     }
     double insert = now() - t;
-    printf("{\"bench\":\"insert\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f}\n", storage, n, n / insert);
+    printf("{\"bench\":\"insert\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f,\"config\":\"%s\"}\n", storage, n, n / insert, config);
     CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn));
     uint64_t r = 7;
     t = now();
@@ -57,7 +63,7 @@ int main(int argc, char **argv) {
         if (mv.mv_size != 100 || ((char *)mv.mv_data)[0] != 'a' + (char)((j * 31) % 26)) { fprintf(stderr, "wrong value\n"); return 1; }
     }
     double lookup = now() - t;
-    printf("{\"bench\":\"lookup\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f,\"ns_per_op\":%.1f}\n", storage, lookups, lookups / lookup, lookup * 1e9 / lookups);
+    printf("{\"bench\":\"lookup\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f,\"ns_per_op\":%.1f,\"config\":\"%s\"}\n", storage, lookups, lookups / lookup, lookup * 1e9 / lookups, config);
     MDB_cursor *cur;
     CHECK(mdb_cursor_open(txn, dbi, &cur));
     long seen = 0;
@@ -70,7 +76,7 @@ int main(int argc, char **argv) {
         for (int c = 0; c < 100 && rc == 0; c++) { seen++; rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT); }
     }
     double scan = now() - t;
-    printf("{\"bench\":\"scan100\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f,\"entries\":%ld}\n", storage, scans, scans / scan, seen);
+    printf("{\"bench\":\"scan100\",\"system\":\"lmdb\",\"storage\":\"%s\",\"n\":%ld,\"ops_per_s\":%.0f,\"entries\":%ld,\"config\":\"%s\"}\n", storage, scans, scans / scan, seen, config);
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     mdb_env_close(env);

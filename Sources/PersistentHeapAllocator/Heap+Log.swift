@@ -120,6 +120,21 @@ extension Heap {
         return LogRecord(bytes: bytes, at: base + p, inlineCapacity: LaneLayout.logSize - p - LogField.payload, oneLine: true)
     }
 
+    /// Whether a write of `[offset, offset+count)` made outside the lanes' logs would be undone
+    /// by the replay of a live record — after retiring the calling lane's records first if its
+    /// log is full (the record this write would otherwise become would checkpoint anyway, and
+    /// being newer than that checkpoint it would keep the next plain operation logged too).
+    @inline(__always)
+    @_spi(Allocator) public func mustLog(_ offset: Int, _ count: Int, lane: Int) -> Bool {
+        guard replayWouldOvertake(offset, count) else { return false }
+        if LogField.payload + Heap.lineRecordPayload > LaneLayout.logSize - laneLogs[lane].position {
+            checkpoint(through: laneLogs[lane].lastSeq)
+            laneLogs[lane] = LaneLogState()
+            return replayWouldOvertake(offset, count)
+        }
+        return true
+    }
+
     /// A one-line record of up to three 8-byte entries `(op, offset, operand)`, committed (one
     /// fence): what most allocator operations need.
     @_spi(Allocator) public func commitWords(_ entries: [(LogOp, Int, UInt64)], lane: Int) {

@@ -95,7 +95,7 @@ extension Heap {
         let g = geometry[c]
         let offset = blockOffset(s, g)
         let word = bitmapWordOffset(run: s.run, word: s.word)
-        if replayWouldOvertake(word, 8) || (zeroed && replayWouldOvertake(offset, g.blockSize)) {
+        if mustLog(word, 8, lane: lane) || (zeroed && mustLog(offset, g.blockSize, lane: lane)) {
             return allocateSmallLogged(s, offset: offset, blockSize: g.blockSize, zeroed: zeroed, lane: lane)
         }
         if zeroed {
@@ -153,7 +153,8 @@ extension Heap {
     @inline(__always)
     func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
         let off = bitmapWordOffset(run: r, word: word)
-        if replayWouldOvertake(off, 8) || replayWouldOvertake(tableEntryOffset(r), 8) {
+        let lane = currentLane()
+        if mustLog(off, 8, lane: lane) || mustLog(tableEntryOffset(r), 8, lane: lane) {
             return freeSmallLogged(run: r, sizeClass: c, word: word, mask: mask)
         }
         let old = bytes.atomicAnd(off, ~mask, .acquiringAndReleasing)

@@ -2,12 +2,14 @@
 // same workload and JSON lines as kv/lmdb_bench.c:
 //
 //   kv-compare SYSTEM DIR STORAGE N LOOKUPS SCANS
-//   SYSTEM: pheap | sqlite | dictionary
+//   SYSTEM: pheap | sqlite | sqlite-normal | dictionary
 //
 // N durable inserts of 16-byte keys and 100-byte values (one transaction each), LOOKUPS random
 // point lookups, SCANS range scans of 100 keys. `pheap` uses the msync domain on disk and the
-// cache-line flush domain (forced) on tmpfs; `sqlite` is WAL with synchronous=FULL;
-// `dictionary` is an in-memory Swift Dictionary (lookups only: the in-memory baseline).
+// cache-line flush domain (forced) on tmpfs; `sqlite` is WAL with synchronous=FULL (durable
+// commits); `sqlite-normal` WAL with synchronous=NORMAL (commits not synced: NOT durable, shown
+// for reference); `dictionary` is an in-memory Swift Dictionary (lookups only). Every line
+// carries the durability setting as read back from the system (`config`).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,10 +39,13 @@ func value(_ i: Int) -> String {
     String(decoding: (0..<100).map { UInt8(97 + (i &* 31 &+ $0) % 26) }, as: UTF8.self)
 }
 
+/// The durability configuration of the system being measured, as read back from it.
+nonisolated(unsafe) var config = ""
+
 func emit(_ bench: String, _ system: String, _ storage: String, n: Int, seconds: Double, extra: String = "") {
     var s = "{\"bench\":\"\(bench)\",\"system\":\"\(system)\",\"storage\":\"\(storage)\",\"n\":\(n),\"ops_per_s\":\(Int(Double(n) / seconds))"
     if bench == "lookup" { s += ",\"ns_per_op\":\(Int(seconds * 1e9 / Double(n)))" }
-    print(s + extra + "}")
+    print(s + extra + ",\"config\":\"\(config)\"}")
 }
 
 struct KVRoot: BitwiseCopyable { var map: PersistentSortedDictionary<String, String>.Ref }
@@ -70,10 +75,14 @@ do {
                                    options: PoolOptions(durability: storage == "tmpfs" ? .cacheLineFlush : .msync,
                                                         maxSize: 16 << 30, growthStep: 256 << 20))
         let map = try PersistentSortedDictionary<String, String>.open(pool, at: try pool.root(KVRoot.self).field(\.map))
+        config = "domain=\(pool.persistence.domain.rawValue)"
         let keys = (0..<n).map(key), values = (0..<n).map(value)
         var t = now()
+        let before = PersistenceCounters.current
         for i in 0..<n { try map.updateValue(values[i], forKey: keys[i]) }
-        emit("insert", "pheap", storage, n: n, seconds: now() - t)
+        let c = PersistenceCounters.current.since(before)
+        emit("insert", "pheap", storage, n: n, seconds: now() - t,
+             extra: ",\"fences_per_insert\":\(Double(c.operationFences) / Double(n)),\"checkpoint_fences_per_insert\":\(Double(c.checkpointFences) / Double(n)),\"msyncs_per_insert\":\(Double(c.msyncCalls) / Double(n))")
         t = now()
         for _ in 0..<lookups {
             let j = nextIndex()
@@ -90,12 +99,20 @@ do {
         try pool.close()
         unlink(path)
 
-    case "sqlite":
+    case "sqlite", "sqlite-normal":
         let path = "\(dir)/kv.sqlite"
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
-        var config = Configuration()
-        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        let db = try DatabasePool(path: path, configuration: config)  // WAL mode
+        let db = try DatabasePool(path: path)  // WAL mode
+        // GRDB's DatabasePool sets synchronous=NORMAL when it turns WAL on, after any
+        // prepareDatabase hook: set the level on the open writer connection, and read it back.
+        let wanted = system == "sqlite" ? "FULL" : "NORMAL"
+        let (mode, level) = try db.writeWithoutTransaction { db -> (String, Int) in
+            try db.execute(sql: "PRAGMA synchronous = \(wanted)")
+            return (try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?", try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1)
+        }
+        let levelName = [0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"][level] ?? "\(level)"
+        config = "journal_mode=\(mode) synchronous=\(levelName)(\(level))"
+        guard levelName == wanted else { throw PoolError(.invalidArgument, "SQLite reports synchronous=\(levelName), not \(wanted)") }
         try db.write { db in try db.execute(sql: "CREATE TABLE kv(k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) WITHOUT ROWID") }
         let keys = (0..<n).map(key), values = (0..<n).map(value)
         let t = now()
@@ -104,7 +121,7 @@ do {
                 try db.cachedStatement(sql: "INSERT INTO kv(k, v) VALUES (?, ?)").execute(arguments: [keys[i], values[i]])
             }
         }
-        emit("insert", "sqlite", storage, n: n, seconds: now() - t)
+        emit("insert", system, storage, n: n, seconds: now() - t)
         try db.read { db in
             let get = try db.cachedStatement(sql: "SELECT v FROM kv WHERE k = ?")
             var t = now()
@@ -112,7 +129,7 @@ do {
                 let j = indexes.next()
                 guard try String.fetchOne(get, arguments: [keys[j]])?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
             }
-            emit("lookup", "sqlite", storage, n: lookups, seconds: now() - t)
+            emit("lookup", system, storage, n: lookups, seconds: now() - t)
             let scan = try db.cachedStatement(sql: "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT 100")
             t = now()
             var seen = 0
@@ -120,11 +137,12 @@ do {
                 let rows = try Row.fetchCursor(scan, arguments: [keys[indexes.next()]])
                 while try rows.next() != nil { seen += 1 }
             }
-            emit("scan100", "sqlite", storage, n: scans, seconds: now() - t)
+            emit("scan100", system, storage, n: scans, seconds: now() - t)
         }
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
 
     case "dictionary":
+        config = "in memory"
         let keys = (0..<n).map(key), values = (0..<n).map(value)
         var d: [String: String] = [:]
         var t = now()

@@ -46,7 +46,7 @@ func renderTable(path: String) {
     func num(_ r: [String: String], _ k: String) -> Double? { r[k].flatMap(Double.init) }
     func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
     func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
-    print(pad("workload", 20) + pad("system", 15) + lpad("ns/op", 10) + lpad("fences/op", 11) + lpad("lines/op", 10)
+    print(pad("workload", 20) + pad("system", 15) + lpad("ns/op", 10) + lpad("fences/op", 11) + lpad("(cp)", 8) + lpad("lines/op", 10)
           + lpad("B/object", 10) + lpad("open ms", 9) + lpad("vs pmdk", 9) + lpad("vs glibc", 10))
     var seen: [String] = []
     for r in rows where !seen.contains(r["workload"]!) { seen.append(r["workload"]!) }
@@ -61,7 +61,7 @@ func renderTable(path: String) {
             if let pmdk, r["system"] != "pmdk", r["system"] != "glibc", ns > 0 { ratio = fmt(pmdk / ns, 2) + "x" }
             if let glibc, r["system"] != "glibc", glibc > 0 { slower = fmt(ns / glibc, 2) + "x" }
             print(pad(w, 20) + pad(r["system"] ?? "", 15) + lpad(fmt(ns, 1), 10)
-                  + lpad(r["fences_per_op"] ?? "", 11) + lpad(r["lines_per_op"] ?? "", 10)
+                  + lpad(r["fences_per_op"] ?? "", 11) + lpad(r["checkpoint_fences_per_op"] ?? "", 8) + lpad(r["lines_per_op"] ?? "", 10)
                   + lpad(r["bytes_per_object"] ?? "", 10) + lpad(r["open_ms"] ?? "", 9) + lpad(ratio, 9) + lpad(slower, 10))
         }
     }
@@ -123,14 +123,16 @@ func runTransactionWorkload(_ workload: String, system: String, durability: Pool
     }
     let n = workload == "tx-empty" ? 1_000_000 : 100_000
     for _ in 0..<(n / 10) { try once() }
-    var samples: [Double] = [], fences = 0.0, lines = 0.0
+    var samples: [Double] = [], fences = 0.0, lines = 0.0, checkpointFences = 0.0
     for _ in 0..<reps {
         let (ns, c) = try measure(ops: n) { for _ in 0..<n { try once() } }
         samples.append(ns)
         fences += Double(c.fences)
         lines += Double(c.flushedLines)
+        checkpointFences += Double(c.checkpointFences)
     }
-    emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps))
+    emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps),
+         checkpointFences: checkpointFences / Double(n * reps))
     try pool.close()
     unlink(path)
 }

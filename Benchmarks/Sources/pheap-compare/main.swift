@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import PersistentHeap
+import Synchronization
 
 func nowNS() -> Double {
     var t = timespec()
@@ -28,10 +29,13 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
-func emit(_ workload: String, _ system: String, ns: Double, fences: Double, lines: Double,
-          bytesPerObject: Double? = nil, openMS: Double? = nil) {
+/// One result line. `fences` counts every fence, checkpoints' included; `checkpointFences` is
+/// the checkpoints' share (amortized over the operations).
+func emit(_ workload: String, _ system: String, ns: Double, fences: Double, lines: Double, checkpointFences: Double = 0,
+          bytesPerObject: Double? = nil, openMS: Double? = nil, extra: String = "") {
     var s = "{\"workload\":\"\(workload)\",\"system\":\"\(system)\",\"ns_per_op\":\(fmt(ns, 1)),"
-    s += "\"fences_per_op\":\(fmt(fences, 2)),\"lines_per_op\":\(fmt(lines, 2))"
+    s += "\"fences_per_op\":\(fmt(fences, 2)),\"lines_per_op\":\(fmt(lines, 2)),\"checkpoint_fences_per_op\":\(fmt(checkpointFences, 3))"
+    s += extra
     if let bytesPerObject { s += ",\"bytes_per_object\":\(fmt(bytesPerObject, 1))" }
     if let openMS { s += ",\"open_ms\":\(fmt(openMS, 3))" }
     print(s + "}")
@@ -92,9 +96,11 @@ do {
             samples.append(ns)
             total.fences += c.fences
             total.flushedLines += c.flushedLines
+            total.checkpointFences += c.checkpointFences
         }
         let ops = Double(n * reps)
-        emit(workload, system, ns: median(samples), fences: Double(total.fences) / ops, lines: Double(total.flushedLines) / ops)
+        emit(workload, system, ns: median(samples), fences: Double(total.fences) / ops, lines: Double(total.flushedLines) / ops,
+             checkpointFences: Double(total.checkpointFences) / ops)
         try pool.close()
         unlink("\(dir)/pheap-pair.pool")
 
@@ -103,7 +109,7 @@ do {
         let slot = try pool.root(Root.self).field(\.slot)
         let n = 300_000
         for _ in 0..<(n / 10) { _ = try pool.allocate(bytes: 64, linkedInto: slot); try pool.free(linkedFrom: slot) }
-        var samples: [Double] = [], fences = 0.0, lines = 0.0
+        var samples: [Double] = [], fences = 0.0, lines = 0.0, checkpointFences = 0.0
         for _ in 0..<reps {
             let (ns, c) = try measure(ops: n) {
                 for _ in 0..<n {
@@ -114,13 +120,15 @@ do {
             samples.append(ns)
             fences += Double(c.fences)
             lines += Double(c.flushedLines)
+            checkpointFences += Double(c.checkpointFences)
         }
-        emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps))
+        emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps),
+             checkpointFences: checkpointFences / Double(n * reps))
         try pool.close()
         unlink("\(dir)/pheap-link.pool")
 
     case "random":
-        var samples: [Double] = [], fences = 0.0, lines = 0.0
+        var samples: [Double] = [], fences = 0.0, lines = 0.0, checkpointFences = 0.0
         let liveTarget = 100_000, n = 1_000_000
         for _ in 0..<reps {
             let pool = try createPool("pheap-random.pool", size: 1 << 30)
@@ -143,10 +151,12 @@ do {
             samples.append(ns)
             fences += Double(c.fences)
             lines += Double(c.flushedLines)
+            checkpointFences += Double(c.checkpointFences)
             try pool.close()
             unlink("\(dir)/pheap-random.pool")
         }
-        emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps))
+        emit(workload, system, ns: median(samples), fences: fences / Double(n * reps), lines: lines / Double(n * reps),
+             checkpointFences: checkpointFences / Double(n * reps))
 
     case "fill1m":
         let pool = try createPool("pheap-fill.pool", size: 1 << 30)
@@ -162,7 +172,7 @@ do {
         let used = Double((after.heapSize - after.freeBytes) - (before.heapSize - before.freeBytes))
         try pool.close()
         emit(workload, system, ns: ns, fences: Double(c.fences) / Double(n), lines: Double(c.flushedLines) / Double(n),
-             bytesPerObject: used / Double(n))
+             checkpointFences: Double(c.checkpointFences) / Double(n), bytesPerObject: used / Double(n))
 
     case "reopen1m":
         let path = "\(dir)/pheap-fill.pool"
@@ -176,6 +186,39 @@ do {
         try pool.close()
         unlink(path)
         emit("fill1m", system, ns: ms * 1e6, fences: 0, lines: 0, openMS: ms)
+
+    case "crashfull":
+        // Every lane's log filled (62 linked operations per lane, from one thread per lane),
+        // then the process ends without closing the pool: what a crash leaves to recover.
+        let lanes = 16
+        let path = "\(dir)/pheap-crashfull.pool"
+        unlink(path)
+        let pool = try Pool.create(path: path, size: 64 << 20, layout: "bench",
+                                   options: PoolOptions(durability: durability, laneCount: lanes + 1))
+        let table = try pool.allocate(PRawPointer.self, count: lanes * 62, linkedInto: try pool.root(Root.self).field(\.array))
+        try pool.checkpoint()
+        let done = Atomic<Int>(0)
+        let threads = (0..<lanes).map { t in
+            BenchThread {
+                for k in 0..<62 { _ = try! pool.allocate(bytes: 64, zeroed: false, linkedInto: table.advanced(by: t * 62 + k)) }
+                done.add(1, ordering: .acquiringAndReleasing)
+                while done.load(ordering: .acquiring) < lanes { sched_yield() }
+            }
+        }
+        threads.forEach { $0.start() }
+        threads.forEach { $0.join() }
+        _exit(0)
+
+    case "recoverfull":
+        let path = "\(dir)/pheap-crashfull.pool"
+        let t = nowNS()
+        let pool = try Pool.open(path: path, layout: "bench", options: PoolOptions(durability: durability))
+        let ms = (nowNS() - t) / 1e6
+        let replayed = pool.recoveredOperations
+        guard replayed >= 16 * 62 else { fail("recovery replayed \(replayed) records, expected at least \(16 * 62)") }
+        try pool.close()
+        unlink(path)
+        emit("recover-full", system, ns: ms * 1e6, fences: 0, lines: 0, openMS: ms, extra: ",\"records_replayed\":\(replayed)")
 
     case "pair64-2t":
         let pool = try createPool("pheap-2t.pool", size: 128 << 20)
@@ -197,7 +240,8 @@ do {
             samples.append(shared.results.withLock { ($0[0] + $0[1]) / 2 })
         }
         let (_, c) = try measure(ops: 10_000) { for _ in 0..<10_000 { try pool.free(try pool.allocate(bytes: 64)) } }
-        emit(workload, system, ns: median(samples), fences: Double(c.fences) / 1e4, lines: Double(c.flushedLines) / 1e4)
+        emit(workload, system, ns: median(samples), fences: Double(c.fences) / 1e4, lines: Double(c.flushedLines) / 1e4,
+             checkpointFences: Double(c.checkpointFences) / 1e4)
         try pool.close()
         unlink("\(dir)/pheap-2t.pool")
 

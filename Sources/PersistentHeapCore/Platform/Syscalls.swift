@@ -103,9 +103,19 @@ import CPersistentHeap
     /// readers. Locks are per open file description, so a second open in the same process
     /// conflicts too. Throws `poolBusy` when held elsewhere.
     @_spi(Core) public func lock(exclusive: Bool) throws(PoolError) {
+        var waits = 0
         while flock(raw, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             let e = currentErrno
             if e == EINTR { continue }
+            // A child being spawned by another thread of this process holds a copy of every
+            // descriptor (and so of a pool's lock) from its fork until its exec closes them:
+            // a lock just released can look held for that long. Wait a little (≤ ~20 ms)
+            // before calling the pool busy.
+            if e == EWOULDBLOCK && waits < 20 {
+                waits += 1
+                usleep(1000)
+                continue
+            }
             if e == EWOULDBLOCK {
                 throw PoolError(.poolBusy, exclusive
                     ? "the pool is open elsewhere (another process, or this one)"

@@ -25,9 +25,56 @@ struct LaneLogState {
     var lastSeq: UInt64 = 0
 }
 
-/// Ranges changed by a lane's applied records since the last checkpoint took them.
-struct DirtyRanges {
-    var ranges: [(offset: Int, count: Int)] = []
+/// Ranges changed by the lanes' applied records since the last checkpoint took them: per lane,
+/// `capacity` (offset, count) pairs in one fixed buffer — no allocation on the commit path —
+/// and, for a record with more entries than that (a large transaction), an overflow array.
+/// A lane's part changes under its lock in `Heap.laneLocks` (its thread appends, a checkpoint
+/// empties it).
+final class DirtyRanges: @unchecked Sendable {
+    static let capacity = 256
+    let pairs: FixedArray<Int>
+    let counts: FixedArray<Int>
+    let overflow: FixedArray<[(offset: Int, count: Int)]>
+
+    init(lanes: Int) {
+        pairs = .allocate(count: lanes * DirtyRanges.capacity * 2, repeating: 0)
+        counts = .allocate(count: lanes, repeating: 0)
+        overflow = .allocate(count: lanes, repeating: [])
+    }
+
+    deinit {
+        pairs.deallocate()
+        counts.deallocate()
+        overflow.deallocate()
+    }
+
+    /// Notes `[offset, offset+count)` for `lane` (its lock held).
+    @inline(__always)
+    func append(_ lane: Int, _ offset: Int, _ count: Int) {
+        let n = counts[lane]
+        if n < DirtyRanges.capacity {
+            let at = (lane * DirtyRanges.capacity + n) * 2
+            pairs[at] = offset
+            pairs[at + 1] = count
+            counts[lane] = n + 1
+        } else {
+            overflow[lane].append((offset, count))
+        }
+    }
+
+    /// Moves `lane`'s ranges into `out` and empties it (its lock held).
+    func take(_ lane: Int, into out: inout [(offset: Int, count: Int)]) {
+        let n = counts[lane]
+        for i in 0..<n {
+            let at = (lane * DirtyRanges.capacity + i) * 2
+            out.append((pairs[at], pairs[at + 1]))
+        }
+        counts[lane] = 0
+        if !overflow[lane].isEmpty {
+            out.append(contentsOf: overflow[lane])
+            overflow[lane].removeAll(keepingCapacity: false)
+        }
+    }
 }
 
 extension Heap {
@@ -49,7 +96,8 @@ extension Heap {
         let base = laneLogOffset(lane) + LaneLayout.log
         let last = laneLogs[lane].lastSeq
         if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
-        if LogField.payload + payload <= LaneLayout.logSize - laneLogs[lane].position {
+        if LogField.payload + payload <= LaneLayout.logSize - laneLogs[lane].position
+            && dirty.counts[lane] + payload / 16 + 1 <= DirtyRanges.capacity {
             let p = laneLogs[lane].position
             return LogRecord(bytes: bytes, at: base + p, inlineCapacity: LaneLayout.logSize - p - LogField.payload, oneLine: oneLine)
         }
@@ -59,6 +107,12 @@ extension Heap {
     @inline(never)
     private func recordSlow(lane: Int, payload: Int) throws(PoolError) -> LogRecord {
         let base = laneLogOffset(lane) + LaneLayout.log
+        if dirty.counts[lane] + payload / 16 + 1 > DirtyRanges.capacity && laneLogs[lane].lastSeq > retiredSeq {
+            // The lane's list of changed ranges is full: retire what it holds (a record with
+            // more entries than the list takes goes to its overflow).
+            checkpoint(through: laneLogs[lane].lastSeq)
+            laneLogs[lane] = LaneLogState()
+        }
         if LogField.payload + payload <= LaneLayout.logSize {
             // Fits an empty lane: retire what the lane holds and start over.
             checkpoint(through: laneLogs[lane].lastSeq)
@@ -95,9 +149,10 @@ extension Heap {
         persistence.drain()
         laneLocks.lock(lane)
         r.apply { [dirty, filter] o, n in
-            dirty[lane].ranges.append((o, n))
+            dirty.append(lane, o, n)
             filter.note(o, n, seq: seq)
         }
+        filter.noteRecord(seq: seq)
         laneLocks.unlock(lane)
         inflight.atomicStore(lane, 0, .releasing)
         laneLogs[lane].position += r.inlineLength
@@ -112,7 +167,8 @@ extension Heap {
         let base = laneLogOffset(lane) + LaneLayout.log
         let last = laneLogs[lane].lastSeq
         if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
-        if LogField.payload + Heap.lineRecordPayload > LaneLayout.logSize - laneLogs[lane].position {
+        if LogField.payload + Heap.lineRecordPayload > LaneLayout.logSize - laneLogs[lane].position
+            || dirty.counts[lane] + LogRecord.lineEntries > DirtyRanges.capacity {
             checkpoint(through: laneLogs[lane].lastSeq)
             laneLogs[lane] = LaneLogState()
         }
@@ -160,7 +216,7 @@ extension Heap {
             var s: UInt64 = 0
             while true {
                 s = logSequence.load(ordering: .sequentiallyConsistent) - 1
-                for l in 0..<lanes.count {
+                for l in 0..<lanes.highWater {
                     let floor = inflight.atomicLoad(l, .sequentiallyConsistent)
                     if floor != 0 && floor <= s { s = floor - 1 }
                 }
@@ -169,15 +225,12 @@ extension Heap {
             }
             guard s > retiredSeq else { return }
             var all: [(offset: Int, count: Int)] = []
-            for l in 0..<lanes.count {
+            for l in 0..<lanes.highWater {
                 laneLocks.lock(l)
-                if !dirty[l].ranges.isEmpty {
-                    all.append(contentsOf: dirty[l].ranges)
-                    dirty[l].ranges.removeAll(keepingCapacity: true)
-                }
+                dirty.take(l, into: &all)
                 laneLocks.unlock(l)
             }
-            flushRanges(&all)
+            flushRanges(all)
             persistence.drain()
             bytes.atomicStore(StateField.retired, s, .releasing)
             persistence.persist(offset: StateField.retired, count: 8)
@@ -191,22 +244,46 @@ extension Heap {
         checkpoint(through: logSequence.load(ordering: .sequentiallyConsistent) - 1)
     }
 
-    /// Flushes each cache line covered by `ranges` once.
-    private func flushRanges(_ ranges: inout [(offset: Int, count: Int)]) {
-        guard !ranges.isEmpty else { return }
-        ranges.sort { $0.offset < $1.offset }
-        var lo = ranges[0].offset & ~63, hi = ranges[0].offset + ranges[0].count
-        for r in ranges.dropFirst() {
-            if r.offset <= hi {
-                hi = max(hi, r.offset + r.count)
-            } else {
-                persistence.flush(offset: lo, count: hi - lo)
-                lo = r.offset & ~63
-                hi = r.offset + r.count
-            }
-            hi = (hi + 63) & ~63
+    /// Flushes each cache line covered by `ranges` once (a line changed by many records is
+    /// written back once): lines already flushed in this checkpoint are remembered in
+    /// `flushedLines`, a small open-addressing set of (epoch << 40 | line + 1) keys — a new epoch
+    /// per checkpoint empties it without clearing it (cleared only when the epoch wraps).
+    /// Checkpoint lock held. Ranges of more than 64 lines are flushed whole.
+    private func flushRanges(_ ranges: [(offset: Int, count: Int)]) {
+        let slots = flushedLines.count
+        flushEpoch = flushEpoch &+ 1 & 0xf_ffff
+        if flushEpoch == 0 {
+            for i in 0..<slots { flushedLines[i] = 0 }
+            flushEpoch = 1
         }
-        persistence.flush(offset: lo, count: hi - lo)
+        let epoch = UInt64(flushEpoch) << 40
+        var used = 0
+        for r in ranges {
+            let first = r.offset >> 6, last = (r.offset + r.count - 1) >> 6
+            if last - first >= 64 {
+                persistence.flush(offset: first << 6, count: (last - first + 1) << 6)
+                continue
+            }
+            var line = first
+            while line <= last {
+                let key = epoch | UInt64(line + 1)
+                var h = Int(truncatingIfNeeded: (UInt64(line) &* 0x9E37_79B9_7F4A_7C15) >> 52) & (slots - 1)
+                var seen = false
+                // A slot of an older epoch is free.
+                while flushedLines[h] & ~0xff_ffff_ffff == epoch {
+                    if flushedLines[h] == key { seen = true; break }
+                    h = (h + 1) & (slots - 1)
+                }
+                if !seen {
+                    persistence.flush(offset: line << 6, count: 64)
+                    if used < slots / 2 {
+                        flushedLines[h] = key
+                        used += 1
+                    }
+                }
+                line += 1
+            }
+        }
     }
 
     // MARK: Writes that are not records
@@ -215,7 +292,11 @@ extension Heap {
     /// as it is: a live record changed some of those bytes, and its replay would undo the write.
     @inline(__always)
     @_spi(Allocator) public func replayWouldOvertake(_ offset: Int, _ count: Int) -> Bool {
-        filter.latest(offset, count) > retiredSeq
+        let retired = retiredSeq
+        // Fast path: no live record wrote anything at all (plain operations only since the
+        // last checkpoint).
+        guard filter.newest > retired else { return false }
+        return filter.latest(offset, count) > retired
     }
 
     /// Makes `[offset, offset+count)` durable for the application (`store`, `persist`): a flush

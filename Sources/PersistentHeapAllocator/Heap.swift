@@ -107,12 +107,16 @@ public final class Heap: @unchecked Sendable {
     let inflight: FixedArray<UInt64>
     /// Per lane: the ranges its applied records changed since the last checkpoint took them
     /// (under the lane's lock in `laneLocks`: the lane's thread appends, a checkpoint empties).
-    let dirty: FixedArray<DirtyRanges>
+    let dirty: DirtyRanges
     let laneLocks: SpinLocks
     /// The bytes live records wrote (unlogged writes look here first: §5.6).
     let filter = WriteFilter()
     /// Volatile copy of the state page's `retired`, raised once the new value is durable.
     let retired = Atomic<UInt64>(0)
+    /// Lines a checkpoint flushed (an open-addressing set, checkpoint lock held: see `flushRanges`).
+    let flushedLines: FixedArray<UInt64> = .allocate(count: 4096, repeating: 0)
+    /// The current checkpoint's epoch in `flushedLines` (checkpoint lock held).
+    var flushEpoch = 0
     /// One checkpoint at a time (a blocking lock: in the msync domain a checkpoint is a system call).
     let checkpointLock = BlockingLock()
     /// New contents up to this size travel inside a record; larger ones are made durable by a
@@ -174,7 +178,7 @@ public final class Heap: @unchecked Sendable {
         laneRuns = .allocate(count: lanes.count * classes, repeating: 0)
         laneLogs = .allocate(count: lanes.count, repeating: LaneLogState())
         inflight = .allocate(count: lanes.count, repeating: 0)
-        dirty = .allocate(count: lanes.count, repeating: DirtyRanges())
+        dirty = DirtyRanges(lanes: lanes.count)
         laneLocks = SpinLocks(count: lanes.count)
         copyLimit = persistence.domain == .msync ? 2048 : 256
         laneHints = .allocate(count: lanes.count * classes, repeating: 0)
@@ -192,8 +196,8 @@ public final class Heap: @unchecked Sendable {
         classLocks.deallocate()
         laneRuns.deallocate()
         laneLogs.deallocate()
+        flushedLines.deallocate()
         inflight.deallocate()
-        dirty.deallocate()
         laneLocks.deallocate()
         laneHints.deallocate()
         reservationLists.deallocate()

@@ -19,11 +19,26 @@ import Synchronization
         free = Locked(Array((0..<count).reversed()))
     }
 
+    /// One more than the highest lane ever handed out (lanes are handed out lowest first, so
+    /// scans over "every lane" stop here).
+    /// (Sequentially consistent, as the bump in `acquire`: a checkpoint reads the seq counter,
+    /// then this; a lane it does not count took its lane, then its seq, after both reads.)
+    @_spi(Allocator) public var highWater: Int { used.load(ordering: .sequentiallyConsistent) }
+    private let used = Atomic<Int>(0)
+
     /// Takes a free lane, waiting while all are in use.
     func acquire() -> Int {
         var spins = 0
         while true {
-            if let lane = free.withLock({ $0.popLast() }) { return lane }
+            if let lane = free.withLock({ $0.popLast() }) {
+                var h = used.load(ordering: .relaxed)
+                while h < lane + 1 {
+                    let (exchanged, original) = used.compareExchange(expected: h, desired: lane + 1, ordering: .sequentiallyConsistent)
+                    if exchanged { break }
+                    h = original
+                }
+                return lane
+            }
             spins += 1
             if spins < 100 { ThreadContext.yield() } else { ThreadContext.sleep(microseconds: 100) }
         }

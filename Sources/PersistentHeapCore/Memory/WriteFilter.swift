@@ -48,18 +48,39 @@ import CPersistentHeap
         }
     }
 
-    /// Notes that the record `seq` wrote `[offset, offset+count)`.
+    /// Notes that the record `seq` wrote `[offset, offset+count)`. The caller then notes the
+    /// record itself once (``noteRecord(seq:)``).
     @inlinable @inline(__always)
     @_spi(Core) public func note(_ offset: Int, _ count: Int, seq: UInt64) {
         guard count > 0 else { return }
-        let first = offset >> 6, last = (offset + count - 1) >> 6
+        let first = offset >> 6
+        if count <= 8 && offset & 63 <= 56 {
+            // One word in one line: the common case.
+            WriteFilter.raise(slots, WriteFilter.slot(first), to: seq)
+            return
+        }
+        let last = (offset + count - 1) >> 6
         if last - first >= WriteFilter.wideLines {
             WriteFilter.raise(summary, 0, to: seq)
         } else {
-            for line in first...last { WriteFilter.raise(slots, WriteFilter.slot(line), to: seq) }
+            var line = first
+            while line <= last {
+                WriteFilter.raise(slots, WriteFilter.slot(line), to: seq)
+                line += 1
+            }
         }
+    }
+
+    /// Notes that the record `seq` wrote something (after its ranges: ``note(_:_:seq:)``).
+    @inlinable @inline(__always)
+    @_spi(Core) public func noteRecord(seq: UInt64) {
         WriteFilter.raise(summary, 1, to: seq)
     }
+
+    /// The highest sequence number noted for any range (0: none): when it is not above the
+    /// retired one, no live record wrote anything and no lookup is needed.
+    @inlinable @inline(__always)
+    @_spi(Core) public var newest: UInt64 { ph_load_acquire_u64(summary.address(1)) }
 
     /// The highest sequence number of a record that may have written `[offset, offset+count)`
     /// (0: none).

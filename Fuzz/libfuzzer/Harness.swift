@@ -83,7 +83,7 @@ struct TreeFixture: @unchecked Sendable {
             let map = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.map))
             for i in 0..<20 { try map.updateValue("value \(i) " + String(repeating: "v", count: i), forKey: "key:\(i)") }
             let header = try pool.load(map.ref)
-            return TreeFixture(pool: pool, map: map, node: header.root, nodeBytes: map.leafLayout.bytes)
+            return TreeFixture(pool: pool, map: map, node: header.root, nodeBytes: BTree.nodeSize)
         } catch {
             complain("fixture: \(error)")
             exit(2)

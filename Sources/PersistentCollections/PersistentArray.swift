@@ -1,6 +1,8 @@
 import PersistentHeap
 
-/// A growable array of `BitwiseCopyable` elements in a pool, with random access.
+/// A growable array in a pool, with random access, of any ``PersistentValue``: integers,
+/// `Double`, `String` (each element owns its bytes when longer than 16), another container's
+/// `Ref`, or your `BitwiseCopyable` types declared `PersistentValue` (one empty extension).
 ///
 /// The array is a small persistent header (``Header``) reached by a ``Ref``, which can be kept in
 /// the root or in another container; `PersistentArray` is the handle that reads and changes it.
@@ -21,12 +23,18 @@ import PersistentHeap
 ///
 /// Thread safety: concurrent reads are safe; a thread changing the array must not race with
 /// others using it (guard it with a ``PMutex``).
-public struct PersistentArray<Element: BitwiseCopyable> {
+public struct PersistentArray<Element: PersistentValue> {
+    /// The stored form of an element (the element itself for bitwise-copyable types).
+    public typealias Stored = Element.Stored
+
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
-        public var storage: PPointer<Element>
+        /// The elements' stored forms, `capacity` of them.
+        public var storage: PPointer<Stored>
+        /// The number of elements.
         public var count: Int
+        /// Room for elements in `storage`.
         public var capacity: Int
     }
 
@@ -54,7 +62,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         PersistentArray(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
     }
 
-    static var stride: Int { MemoryLayout<Element>.stride }
+    static var stride: Int { MemoryLayout<Stored>.stride }
 
     /// The header, validated: `0 ≤ count ≤ capacity`, the storage null exactly when the capacity
     /// is 0, and `capacity` elements no larger than the pool.
@@ -94,7 +102,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         guard i >= 0 && i < h.count else {
             throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path)
         }
-        return try r.load(h.storage.advanced(by: i))
+        return try Element.load(try r.load(h.storage.advanced(by: i)), from: pool)
     }
 
     /// Calls `body` with every element in order; stops at the first error (from `body` or a
@@ -102,7 +110,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
     public func forEach(_ body: (Element) throws -> Void) throws {
         let r = ContainerReader(pool)
         let h = try header(r)
-        for i in 0..<h.count { try body(try r.load(h.storage.advanced(by: i))) }
+        for i in 0..<h.count { try body(try Element.load(try r.load(h.storage.advanced(by: i)), from: pool)) }
     }
 
     /// A copy of every element, in order.
@@ -124,7 +132,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             let h = try array.header(r)
             guard index < h.count else { return nil }
             defer { index += 1 }
-            return try r.load(h.storage.advanced(by: index))
+            return try Element.load(try r.load(h.storage.advanced(by: index)), from: array.pool)
         }
     }
 
@@ -134,8 +142,8 @@ public struct PersistentArray<Element: BitwiseCopyable> {
     // MARK: Deep check
 
     /// Walks the whole array: the header, the storage block (a live allocation large enough
-    /// for the capacity) and every element's owned data. Returns the problems found (empty when
-    /// sound).
+    /// for the capacity) and what every element owns (a string's block, a nested container).
+    /// Returns the problems found (empty when sound).
     public func validate() throws -> [String] {
         try requireOpen(pool)
         var check = ContainerCheck(pool: pool)
@@ -152,6 +160,11 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             guard h.capacity > 0 else { return }
             guard check.firstVisit(h.storage.raw, "array storage"),
                   check.checkBlock(h.storage.raw, bytes: h.capacity * Self.stride, "array storage") else { return }
+            let r = ContainerReader(pool)
+            for i in 0..<h.count {
+                Element.validate(try r.load(h.storage.advanced(by: i)), in: &check)
+                guard check.problemCount < check.limit else { return }
+            }
         }
     }
 
@@ -160,16 +173,16 @@ public struct PersistentArray<Element: BitwiseCopyable> {
     private func grow(_ tx: Transaction, _ h: inout Header, to minimum: Int) throws {
         guard minimum > h.capacity else { return }
         let capacity = Swift.max(minimum, h.capacity * 2, 4)
-        let stride = Swift.max(MemoryLayout<Element>.stride, 1)
+        let stride = Swift.max(MemoryLayout<Stored>.stride, 1)
         let (bytes, overflow) = capacity.multipliedReportingOverflow(by: stride)
         guard !overflow else { throw PoolError(.invalidArgument, "\(capacity) elements of \(Element.self) overflow", path: pool.path) }
         let old = h.storage, count = h.count
         let r = ContainerReader(pool, tx)
-        let storage = try tx.allocate(bytes: bytes, alignment: MemoryLayout<Element>.alignment) { (view: MutableByteView) in
+        let storage = try tx.allocate(bytes: bytes, alignment: MemoryLayout<Stored>.alignment) { (view: MutableByteView) in
             for i in 0..<count { view.store(try r.load(old.advanced(by: i)), at: i * stride) }
         }
         if !old.isNull { try tx.free(old) }
-        h.storage = storage.assumingType(Element.self)
+        h.storage = storage.assumingType(Stored.self)
         h.capacity = capacity
     }
 
@@ -179,7 +192,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         try pool.transaction { tx in
             var h = try header(ContainerReader(pool, tx))
             try grow(tx, &h, to: h.count + 1)
-            try tx.write(element, to: h.storage.advanced(by: h.count))
+            try tx.write(try Element.store(element, in: tx), to: h.storage.advanced(by: h.count))
             h.count += 1
             try tx.write(h, to: ref)
         }
@@ -192,9 +205,10 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         try pool.transaction { tx in
             var h = try header(ContainerReader(pool, tx))
             try grow(tx, &h, to: h.count &+ items.count)
-            let stride = MemoryLayout<Element>.stride
+            let stride = MemoryLayout<Stored>.stride
+            let stored = try items.map { try Element.store($0, in: tx) }
             try tx.withMutableView(of: h.storage.advanced(by: h.count).raw, count: items.count * stride) { view in
-                for (i, e) in items.enumerated() { view.store(e, at: i * stride) }
+                for (i, e) in stored.enumerated() { view.store(e, at: i * stride) }
             }
             h.count += items.count
             try tx.write(h, to: ref)
@@ -208,10 +222,11 @@ public struct PersistentArray<Element: BitwiseCopyable> {
             var h = try header(ContainerReader(pool, tx))
             guard i >= 0 && i <= h.count else { throw PoolError(.invalidArgument, "insertion index \(i) out of bounds (count \(h.count))", path: pool.path) }
             try grow(tx, &h, to: h.count + 1)
-            let stride = MemoryLayout<Element>.stride
+            let stride = MemoryLayout<Stored>.stride
+            let stored = try Element.store(element, in: tx)
             try tx.withMutableView(of: h.storage.advanced(by: i).raw, count: (h.count - i + 1) * stride) { view in
                 if h.count > i { view.move(from: 0, to: stride, count: (h.count - i) * stride) }
-                view.store(element, at: 0)
+                view.store(stored, at: 0)
             }
             h.count += 1
             try tx.write(h, to: ref)
@@ -225,8 +240,10 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         try pool.transaction { tx -> Element in
             var h = try header(ContainerReader(pool, tx))
             guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
-            let stride = MemoryLayout<Element>.stride
-            let removed = try tx.read(h.storage.advanced(by: i))
+            let stride = MemoryLayout<Stored>.stride
+            let stored = try tx.read(h.storage.advanced(by: i))
+            let removed = try Element.load(stored, from: pool)
+            try Element.release(stored, in: tx)
             if i < h.count - 1 {
                 try tx.withMutableView(of: h.storage.advanced(by: i).raw, count: (h.count - i) * stride) { view in
                     view.move(from: stride, to: 0, count: (h.count - i - 1) * stride)
@@ -251,7 +268,9 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         try pool.transaction { tx in
             let h = try header(ContainerReader(pool, tx))
             guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
-            try tx.write(element, to: h.storage.advanced(by: i))
+            let slot = h.storage.advanced(by: i)
+            try Element.release(try tx.read(slot), in: tx)
+            try tx.write(try Element.store(element, in: tx), to: slot)
         }
     }
 
@@ -260,7 +279,13 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         try pool.transaction { tx -> R in
             let h = try header(ContainerReader(pool, tx))
             guard i >= 0 && i < h.count else { throw PoolError(.invalidArgument, "index \(i) out of bounds (count \(h.count))", path: pool.path) }
-            return try tx.update(h.storage.advanced(by: i), body)
+            let slot = h.storage.advanced(by: i)
+            let old = try tx.read(slot)
+            var value = try Element.load(old, from: pool)
+            let result = try body(&value)
+            try Element.release(old, in: tx)
+            try tx.write(try Element.store(value, in: tx), to: slot)
+            return result
         }
     }
 
@@ -278,6 +303,7 @@ public struct PersistentArray<Element: BitwiseCopyable> {
     public func removeAll(keepingCapacity: Bool = false) throws {
         try pool.transaction { tx in
             var h = try header(ContainerReader(pool, tx))
+            for i in 0..<h.count { try Element.release(try tx.read(h.storage.advanced(by: i)), in: tx) }
             if !keepingCapacity && !h.storage.isNull {
                 try tx.free(h.storage)
                 h.storage = .null
@@ -288,11 +314,13 @@ public struct PersistentArray<Element: BitwiseCopyable> {
         }
     }
 
-    /// Frees the array's storage and header; if `slot` is given, sets it to null in the same
-    /// transaction. The handle must not be used afterwards.
+    /// Frees the array's storage, what its elements own (strings' blocks) and its header; if
+    /// `slot` is given, sets it to null in the same transaction. The handle must not be used
+    /// afterwards. (Nested containers referred to by elements are not destroyed: free them first.)
     public func destroy(unlinking slot: PPointer<Ref>? = nil) throws {
         try pool.transaction { tx in
             let h = try header(ContainerReader(pool, tx))
+            for i in 0..<h.count { try Element.release(try tx.read(h.storage.advanced(by: i)), in: tx) }
             if !h.storage.isNull { try tx.free(h.storage) }
             try tx.free(ref)
             if let slot { try tx.write(.null, to: slot) }

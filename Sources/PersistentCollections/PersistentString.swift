@@ -101,6 +101,24 @@ extension String {
 /// ``PersistentString``. As keys they are ordered by their UTF-8 bytes (not by Unicode
 /// collation) and hashed from them.
 extension String: PersistentKey {
+    /// A string is kept as its UTF-8 bytes, ordered as bytes.
+    public static var encodingIsOrdered: Bool { true }
+    public static func withEncodedBytes<R>(_ value: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var s = value
+        return try s.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+    }
+    /// The string of those bytes (invalid UTF-8 repaired with U+FFFD: the deep check reports it).
+    public static func decode(_ bytes: ByteView, in pool: Pool) throws -> String {
+        bytes.string(at: 0, length: bytes.count)
+    }
+    public static func compareKeys(_ a: String, _ b: String) -> Int {
+        withEncodedBytes(a) { x in withEncodedBytes(b) { y in compareBytes(x, y) } }
+    }
+    /// A string kept as bytes must be valid UTF-8.
+    public static func validateEncoded(_ bytes: ByteView, in check: inout ContainerCheck) {
+        if !bytes.isValidUTF8(at: 0, length: bytes.count) { check.note("a stored string of \(bytes.count) bytes is not valid UTF-8") }
+    }
+
     public static func store(_ value: String, in tx: Transaction) throws -> StringKey {
         var s = value
         return try s.withUTF8 { utf8 -> StringKey in

@@ -1,4 +1,7 @@
 import PersistentHeap
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A type whose values can be kept in persistent containers.
 ///
@@ -19,10 +22,40 @@ public protocol PersistentValue {
     /// what it owns (a string's block and bytes, a nested container). Default: nothing to check
     /// (a bitwise-copyable value owns nothing; its bytes are the application's to validate).
     static func validate(_ stored: Stored, in check: inout ContainerCheck)
+
+    /// Calls `body` with the bytes a sorted map keeps for `value` — inline in a leaf, or in a
+    /// block of their own when long (``PersistentSortedDictionary``). Default for bitwise-copyable
+    /// values: their bytes; `String`: its UTF-8.
+    static func withEncodedBytes<R>(_ value: Self, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+    /// The value back from the bytes `withEncodedBytes` gave (read from a pool: untrusted —
+    /// throw ``PoolError/Code/corrupted`` for bytes that cannot be one).
+    static func decode(_ bytes: ByteView, in pool: Pool) throws -> Self
+    /// The deep check of encoded bytes read from a sorted map: records in `check` what is wrong
+    /// with them or with what they refer to (a nested container). Default: that they decode.
+    static func validateEncoded(_ bytes: ByteView, in check: inout ContainerCheck)
 }
 
 extension PersistentValue {
     public static func validate(_ stored: Stored, in check: inout ContainerCheck) {}
+    public static func validateEncoded(_ bytes: ByteView, in check: inout ContainerCheck) {
+        do { _ = try decode(bytes, in: check.pool) } catch { check.note("a stored \(Self.self): \(error)") }
+    }
+}
+
+extension PersistentValue where Self: BitwiseCopyable {
+    /// The value's bytes.
+    @inlinable
+    public static func withEncodedBytes<R>(_ value: Self, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: value, body)
+    }
+    /// The value loaded from exactly its size in bytes.
+    @inlinable
+    public static func decode(_ bytes: ByteView, in pool: Pool) throws -> Self {
+        guard bytes.count == MemoryLayout<Self>.size else {
+            throw PoolError(.corrupted, "a stored \(Self.self) is \(bytes.count) bytes, not \(MemoryLayout<Self>.size)", path: pool.path)
+        }
+        return bytes.load(Self.self, at: 0)
+    }
 }
 
 /// A type that can be a key of a persistent map: ordered (sorted maps) and hashed with a
@@ -44,6 +77,14 @@ public protocol PersistentKey: PersistentValue {
     static func orderPrefix(_ key: Self) -> UInt64
     /// The same for a stored key.
     static func orderPrefix(stored: Stored) -> UInt64
+
+    /// Whether the unsigned byte order of ``PersistentValue/withEncodedBytes(_:_:)`` is the key
+    /// order: a sorted map then compares encoded keys as bytes (integers, `String`). Otherwise it
+    /// decodes each stored key and compares with ``compareKeys(_:_:)``. Default: false.
+    static var encodingIsOrdered: Bool { get }
+    /// Orders two keys: negative, zero or positive. Default for `Comparable` keys: `<`;
+    /// otherwise the byte order of their encodings.
+    static func compareKeys(_ a: Self, _ b: Self) -> Int
 }
 
 extension PersistentKey {
@@ -52,6 +93,25 @@ extension PersistentKey {
     }
     public static func orderPrefix(_ key: Self) -> UInt64 { 0 }
     public static func orderPrefix(stored: Stored) -> UInt64 { 0 }
+    public static var encodingIsOrdered: Bool { false }
+    public static func compareKeys(_ a: Self, _ b: Self) -> Int {
+        withEncodedBytes(a) { x in withEncodedBytes(b) { y in compareBytes(x, y) } }
+    }
+}
+
+extension PersistentKey where Self: Comparable {
+    public static func compareKeys(_ a: Self, _ b: Self) -> Int { a < b ? -1 : (a == b ? 0 : 1) }
+}
+
+/// Orders byte strings: unsigned bytes, then length (a shorter prefix first).
+@inlinable
+public func compareBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+    let n = Swift.min(a.count, b.count)
+    if n > 0 {
+        let r = memcmp(a.baseAddress!, b.baseAddress!, n)
+        if r != 0 { return Int(r) }
+    }
+    return a.count < b.count ? -1 : (a.count == b.count ? 0 : 1)
 }
 
 extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored == Self {
@@ -62,6 +122,23 @@ extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored 
         return wide >> 8
     }
     @inlinable public static func orderPrefix(stored: Self) -> UInt64 { orderPrefix(stored) }
+
+    /// Integers are encoded big-endian (signed ones with the sign bit flipped): their unsigned
+    /// byte order is their numeric order, so a sorted map compares them as bytes.
+    @inlinable public static var encodingIsOrdered: Bool { true }
+    @inlinable
+    public static func withEncodedBytes<R>(_ value: Self, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        let flipped = isSigned ? value ^ (Self(1) << (Self.bitWidth - 1)) : value
+        return try withUnsafeBytes(of: flipped.bigEndian, body)
+    }
+    @inlinable
+    public static func decode(_ bytes: ByteView, in pool: Pool) throws -> Self {
+        guard bytes.count == MemoryLayout<Self>.size else {
+            throw PoolError(.corrupted, "a stored \(Self.self) key is \(bytes.count) bytes, not \(MemoryLayout<Self>.size)", path: pool.path)
+        }
+        let v = Self(bigEndian: bytes.load(Self.self, at: 0))
+        return isSigned ? v ^ (Self(1) << (Self.bitWidth - 1)) : v
+    }
 }
 
 extension PersistentValue where Self: BitwiseCopyable, Stored == Self {
@@ -112,5 +189,8 @@ extension PPointer: PersistentValue {
     public static func validate(_ stored: PPointer, in check: inout ContainerCheck) {
         guard !stored.isNull, let header = Pointee.self as? any ContainerHeader.Type else { return }
         header.validateContainer(at: stored.raw, in: &check)
+    }
+    public static func validateEncoded(_ bytes: ByteView, in check: inout ContainerCheck) {
+        do { validate(try decode(bytes, in: check.pool), in: &check) } catch { check.note("a stored pointer: \(error)") }
     }
 }

@@ -25,41 +25,46 @@ enum Corpus {
 
     static func read(_ pool: Pool, at offset: UInt64) throws -> UInt64 { try pool.load(PPointer<UInt64>(offset: offset)) }
 
-    /// The first leaf of the sorted map.
+    /// The first leaf of the sorted map (node kind: the first byte; 2 = internal, link at +8).
     static func firstLeaf(_ pool: Pool, _ root: PPointer<FuzzRoot>) throws -> UInt64 {
         var node = try pool.load(try pool.load(root).sorted).root.offset
-        while try read(pool, at: node) & 0xffff_ffff == 2 { node = try read(pool, at: node + 8) }
+        while try read(pool, at: node) & 0xff == 2 { node = try read(pool, at: node + 8) }
         return node
     }
 
-    /// The first long string of the sorted map's values (a block of its own).
+    /// The block of the first out-of-line value of the sorted map (a value too long for its leaf).
     static func longString(_ pool: Pool, _ root: PPointer<FuzzRoot>) throws -> UInt64 {
-        // Walk the raw leaf to find the stored value of an out-of-line string.
-        let leaf = try firstLeaf(pool, root)
-        let count = Int(try read(pool, at: leaf) >> 32)
-        let entry = MemoryLayout<StringKey>.stride * 2
-        let slots = (64 + capacity(entry) * 8 + 7) / 8 * 8
-        for i in 0..<count {
-            let slot = Int(try read(pool, at: leaf + 64 + UInt64(i * 8)) & 0xff)
-            let value = leaf + UInt64(slots + slot * entry + MemoryLayout<StringKey>.stride)
-            let s = try pool.load(PPointer<StringKey>(offset: value))
-            if s.count > 16 { return s.overflow.storage.offset }
+        // Walk the raw leaves: order words (offset in the low 16 bits), entries (key length,
+        // info with bit 15 for out of line, key, then length and block).
+        var leaf = try firstLeaf(pool, root)
+        var leaves = 0
+        while leaf != 0 && leaves < 10_000 {
+            let count = Int((try read(pool, at: leaf) >> 16) & 0xffff)
+            for i in 0..<min(count, 504) {
+                let o = try read(pool, at: leaf + 64 + UInt64(i * 8)) & 0xffff
+                let head = try pool.load(PPointer<UInt32>(offset: leaf + o))
+                let keyLength = UInt64(head & 0xffff)
+                if head >> 16 & 0x8000 != 0 {
+                    // The block pointer follows the length, unaligned: byte by byte.
+                    let at = leaf + o + 4 + keyLength + 8
+                    return try (0..<8).reduce(UInt64(0)) { v, b in v | UInt64(try pool.load(PPointer<UInt8>(offset: at + UInt64(b)))) << UInt64(8 * b) }
+                }
+            }
+            leaf = try read(pool, at: leaf + 8)
+            leaves += 1
         }
-        throw PoolError(.invalidArgument, "no long string in the first leaf")
+        throw PoolError(.invalidArgument, "no out-of-line value in the sorted map")
     }
 
-    /// The B+ tree's node capacity for an entry size (its layout rule).
-    static func capacity(_ entry: Int) -> Int { max(4, min(255, (3500 - 64) / (entry + 8))) }
-
     static let damages: [Damage] = [
-        Damage(name: "sorted-slot-out-of-range", note: "a B+ tree order entry's slot byte 0xff (read past the node, past the mapping)") { p, r in
-            let leaf = try firstLeaf(p, r); try write(p, at: leaf + 64, try read(p, at: leaf + 64) | 0xff)
+        Damage(name: "sorted-entry-offset-out-of-range", note: "a B+ tree order entry's offset 0xffff (read past the node, past the mapping)") { p, r in
+            let leaf = try firstLeaf(p, r); try write(p, at: leaf + 64, try read(p, at: leaf + 64) | 0xffff)
         },
-        Damage(name: "sorted-count-out-of-range", note: "a B+ tree node count of 4000 (illegal instruction in keepLeft)") { p, r in
-            let leaf = try firstLeaf(p, r); try write(p, at: leaf, try read(p, at: leaf) & 0xffff_ffff | 4000 << 32)
+        Damage(name: "sorted-count-out-of-range", note: "a B+ tree node count of 4000") { p, r in
+            let leaf = try firstLeaf(p, r); try write(p, at: leaf, try read(p, at: leaf) & ~(0xffff << 16) | 4000 << 16)
         },
         Damage(name: "sorted-unknown-kind", note: "a B+ tree node kind 7") { p, r in
-            let leaf = try firstLeaf(p, r); try write(p, at: leaf, try read(p, at: leaf) & ~0xffff_ffff | 7)
+            let leaf = try firstLeaf(p, r); try write(p, at: leaf, try read(p, at: leaf) & ~0xff | 7)
         },
         Damage(name: "sorted-header-count-max", note: "a B+ tree header count of Int.max (overflow in insert)") { p, r in
             try p.store(Int.max, at: try p.load(r).sorted.field(\.count))
@@ -76,10 +81,10 @@ enum Corpus {
         Damage(name: "array-capacity-max", note: "an array capacity of Int.max (overflow growing it)") { p, r in
             try p.store(Int.max, at: try p.load(r).array.field(\.capacity))
         },
-        Damage(name: "string-count-2^63", note: "a string block claiming 2^63 bytes (trapping Int conversion)") { p, r in
+        Damage(name: "string-count-2^63", note: "an out-of-line value block claiming 2^63 bytes (trapping Int conversion)") { p, r in
             try write(p, at: try longString(p, r), 1 << 63)
         },
-        Damage(name: "string-count-zero", note: "found by pheap-fuzz (seed 1, case 696): a long string whose block holds 0 bytes crashed the deep check") { p, r in
+        Damage(name: "string-count-zero", note: "found by pheap-fuzz (seed 1, case 696): a long value whose block holds 0 bytes crashed the deep check") { p, r in
             try write(p, at: try longString(p, r), 0)
         },
         Damage(name: "extension-slot-live-object", note: "a lane's extension slot naming a live large object (open freed it)") { _, _ in },

@@ -28,7 +28,10 @@ struct ListNode: BitwiseCopyable {
 
 /// Keys and values of the sorted map: short (inline) and long (out-of-line) strings.
 func sortedKey(_ i: Int) -> String { "key:\(10_000 + i)" + (i % 3 == 0 ? String(repeating: "k", count: 20) : "") }
-func sortedValue(_ i: Int) -> String { "value \(i)" + (i % 2 == 0 ? String(repeating: "v", count: 30) : "") }
+func sortedValue(_ i: Int) -> String {
+    // Some values too long for a leaf: kept out of line, in blocks of their own.
+    "value \(i)" + (i % 2 == 0 ? String(repeating: "v", count: 30) : "") + (i % 7 == 0 ? String(repeating: "w", count: 600) : "")
+}
 
 /// Containers of a fuzz pool, opened.
 struct FuzzContainers {

@@ -37,7 +37,7 @@ struct ContainerCrashTests {
         return out
     }
 
-    @Test("simulated power failure at every fence: sorted map inserts, updates, deletes and node splits",
+    @Test("simulated power failure at every fence: sorted map inserts, updates, bulk inserts, deletes, node splits, merges and borrows; the deep check holds in every image",
           arguments: crashSeeds(51, normal: 1, long: 3))
     func sortedMap(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
@@ -57,11 +57,25 @@ struct ContainerCrashTests {
         }
         let ops = longTests ? 1500 : 260
         let (images, problems) = try crashAtEveryFence(pool, stride: 1, seedBase: seed << 32, verify: { p, _ in
-            try Self.verifyContainer(p, read: read, candidates: history.candidates(inFlight: inFlight.withLock { $0 }), destroy: destroy)
+            let tree = try PersistentSortedDictionary<String, String>.open(p, at: try p.root(ContainerRoot.self).field(\.sorted)).validate()
+            return tree + (try Self.verifyContainer(p, read: read, candidates: history.candidates(inFlight: inFlight.withLock { $0 }), destroy: destroy))
         }) {
-            for _ in 0..<ops {
+            for step in 0..<ops {
                 var next = model
-                if Int.random(in: 0..<10, using: &rng) < 7 || model.isEmpty {
+                // Grow for the first half (inserts, and now and then a bulk insert of 40 entries),
+                // then mostly remove: leaves merge with and borrow from their siblings.
+                let insertShare = step < ops / 2 ? 7 : 3
+                if step % 37 == 5 {
+                    var batch: [(key: String, value: String)] = []
+                    for _ in 0..<40 {
+                        let k = "k" + zeroPadded(Int.random(in: 0..<400, using: &rng), 3) + String(repeating: "b", count: Int.random(in: 0...20, using: &rng))
+                        let v = randomString(&rng, maxLength: 50)
+                        batch.append((k, v))
+                        next[k] = v
+                    }
+                    inFlight.withLock { $0 = next }
+                    try map.insert(contentsOf: batch)
+                } else if Int.random(in: 0..<10, using: &rng) < insertShare || model.isEmpty {
                     // Keys of 4 to 30 bytes (some beyond the 16 inline), values up to 50: nodes split.
                     let k = "k" + zeroPadded(Int.random(in: 0..<400, using: &rng), 3) + String(repeating: "x", count: Int.random(in: 0...26, using: &rng))
                     let v = randomString(&rng, maxLength: 50)

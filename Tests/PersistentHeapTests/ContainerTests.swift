@@ -12,6 +12,7 @@ struct ContainerRoot: BitwiseCopyable {
     var sorted: PersistentSortedDictionary<String, String>.Ref
     var sortedInts: PersistentSortedDictionary<Int, Int>.Ref
     var nested: PersistentDictionary<Int, PersistentArray<Int>.Ref>.Ref
+    var stringArray: PersistentArray<String>.Ref
 }
 
 /// UTF-8 byte order, the order of persistent sorted maps.
@@ -73,6 +74,47 @@ struct ContainerTests {
         let report = try pool.check()
         #expect(report.isConsistent, "\(report.findings)")
         #expect(report.stats.objects == 1, "only the root remains")
+    }
+
+    @Test("PersistentArray of strings: each element owns its out-of-line bytes; remove, set, removeAll and destroy free them")
+    func arrayOfStrings() throws {
+        let pool = try pool()
+        let root = try pool.root(ContainerRoot.self)
+        let objects0 = try pool.stats().objects
+        let a = try PersistentArray<String>.open(pool, at: root.field(\.stringArray))
+        var model: [String] = []
+        var rng = RepeatableRandomNumberGenerator(seed: 9)
+        for step in 0..<1500 {
+            // Short strings (inline in their slot) and long ones (a block of their own).
+            let v = Int.random(in: 0..<4, using: &rng) == 0 ? String(repeating: "long", count: Int.random(in: 10...400, using: &rng)) + "\(step)"
+                                                             : randomString(&rng, maxLength: 12)
+            switch Int.random(in: 0..<8, using: &rng) {
+            case 0..<4: try a.append(v); model.append(v)
+            case 4: let i = Int.random(in: 0...model.count, using: &rng); try a.insert(v, at: i); model.insert(v, at: i)
+            case 5 where !model.isEmpty:
+                let i = Int.random(in: 0..<model.count, using: &rng)
+                #expect(try a.remove(at: i) == model.remove(at: i))
+            case 6 where !model.isEmpty:
+                let i = Int.random(in: 0..<model.count, using: &rng)
+                try a.set(v, at: i); model[i] = v
+            case 7 where !model.isEmpty:
+                let i = Int.random(in: 0..<model.count, using: &rng)
+                try a.update(at: i) { $0 += "!" }; model[i] += "!"
+            default: break
+            }
+        }
+        #expect(try a.elements() == model)
+        #expect(try a.validate().isEmpty)
+        expectConsistent(pool)
+        try a.removeAll(keepingCapacity: true)
+        #expect(try a.isEmpty)
+        let afterRemoveAll = try pool.stats().objects
+        #expect(afterRemoveAll == objects0 + 2, "only the array's header and element storage remain: every string's block was freed")
+        try a.append(contentsOf: model.prefix(100))
+        #expect(try a.elements() == Array(model.prefix(100)))
+        try a.destroy(unlinking: root.field(\.stringArray))
+        #expect(try pool.stats().objects == objects0, "destroy freed the storage and every string")
+        expectConsistent(pool)
     }
 
     @Test("PersistentDictionary against Dictionary, through several incremental resizes")

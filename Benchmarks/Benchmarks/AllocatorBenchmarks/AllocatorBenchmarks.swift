@@ -19,6 +19,17 @@ private struct BenchRoot: BitwiseCopyable {
     var slot: PRawPointer
     var fields: PPointer<UInt64>
     var map: PersistentSortedDictionary<Int, Int>.Ref
+    var strings: PersistentSortedDictionary<String, String>.Ref
+}
+
+/// A map of `n` Int keys (scattered order) filled in bulk.
+private func filledMap(_ pool: Pool, _ root: PPointer<BenchRoot>, _ n: Int) throws -> PersistentSortedDictionary<Int, Int> {
+    let map = try PersistentSortedDictionary<Int, Int>.open(pool, at: root.field(\.map))
+    var k = 0
+    for _ in 0..<(n / 10_000) {
+        try map.insert(contentsOf: (0..<10_000).map { _ in k &+= 0x9E37_79B9; return (key: k % 1_000_000_007, value: k) })
+    }
+    return map
 }
 
 /// A fresh pool for one benchmark, removed when the benchmark is done.
@@ -87,6 +98,68 @@ let benchmarks: @Sendable () -> Void = {
                         for w in 0..<8 { buf.storeBytes(of: k &+ UInt64(w), toByteOffset: w * 8, as: UInt64.self) }
                     }
                 }
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+
+    Benchmark("sorted dictionary: lookup Int→Int (100k keys)") { benchmark in
+        try withPool("lookup") { pool, root in
+            let map = try filledMap(pool, root, 100_000)
+            var k = 0, found = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                k &+= 0x9E37_79B9
+                if try map.value(forKey: k % 1_000_000_007) != nil { found += 1 }
+            }
+            benchmark.stopMeasurement()
+            blackHole(found)
+        }
+    }
+
+    Benchmark("sorted dictionary: zero-copy lookup String→String") { benchmark in
+        try withPool("lookup-str") { pool, root in
+            let map = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.strings))
+            let keys = (0..<20_000).map { i -> String in
+                let h = String(UInt64(truncatingIfNeeded: i &* 0x9E37_79B9), radix: 16)
+                return String(repeating: "0", count: 16 - h.count) + h
+            }
+            try map.insert(contentsOf: keys.map { (key: $0, value: String(repeating: "v", count: 100)) })
+            var i = 0, bytes = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                i = (i &+ 7919) % keys.count
+                bytes &+= try map.withValue(forKey: keys[i]) { $0.count } ?? 0
+            }
+            benchmark.stopMeasurement()
+            blackHole(bytes)
+        }
+    }
+
+    Benchmark("sorted dictionary: scan 100 entries in place") { benchmark in
+        try withPool("scan") { pool, root in
+            let map = try filledMap(pool, root, 100_000)
+            var k = 0, seen = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                k &+= 0x9E37_79B9
+                var n = 0
+                try map.forEachEncoded(from: k % 1_000_000_007) { _, v in seen &+= v.count; n += 1; return n < 100 }
+            }
+            benchmark.stopMeasurement()
+            blackHole(seen)
+        }
+    }
+
+    Benchmark("sorted dictionary: remove + insert Int→Int") { benchmark in
+        try withPool("remove") { pool, root in
+            let map = try filledMap(pool, root, 100_000)
+            var k = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                k &+= 0x9E37_79B9
+                let key = k % 1_000_000_007
+                if try map.removeValue(forKey: key) == nil { try map.updateValue(key, forKey: key) }
             }
             benchmark.stopMeasurement()
         }

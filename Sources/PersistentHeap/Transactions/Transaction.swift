@@ -104,6 +104,25 @@ public struct Transaction {
         return ctx[0].writeSet.cover(o, n, memory: pool.bytes)
     }
 
+    /// A read-only view of `count` bytes at `p` as this transaction sees them (its own writes
+    /// made before this call included). Valid until the transaction ends; it does not show
+    /// writes made after it was taken.
+    /// - Throws: `invalidPointer` when the range is not inside the heap, `transactionMisuse`.
+    public func readView(of p: PRawPointer, count: Int) throws(PoolError) -> ByteView {
+        let ctx = try live()
+        let o = try range(p.offset, count)
+        return ctx[0].writeSet.readView(o, count, memory: pool.bytes)
+    }
+
+    /// `count` bytes of zeroed scratch memory (process memory, not the pool), valid until the
+    /// transaction ends and reused by the next one: room to build a structure's new image
+    /// before copying it into the pool (no allocation after the first transactions).
+    public func scratch(count: Int) throws(PoolError) -> MutableByteView {
+        let ctx = try live()
+        guard count >= 0, count <= 1 << 30 else { throw PoolError(.invalidArgument, "scratch of \(count) bytes", path: pool.path) }
+        return ctx[0].writeSet.scratch(count)
+    }
+
     /// Runs `body` on the value at `p` (as this transaction sees it); the result is written at commit.
     ///
     /// ```swift

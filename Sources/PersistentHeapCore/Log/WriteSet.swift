@@ -127,6 +127,24 @@
         }
     }
 
+    /// A read-only view of `[offset, offset+count)` as the transaction sees it: the pool's bytes
+    /// when no shadow overlaps them, else a composed copy in the arena (valid until the
+    /// transaction ends). Either shows the transaction's writes made *before* this call only.
+    @_spi(Core) public mutating func readView(_ offset: Int, _ count: Int, memory: PoolBytes) -> ByteView {
+        guard overlaps(offset, count) else { return memory.view(at: offset, count: count) }
+        let copy = allocate(count)
+        read(offset, count, memory: memory.base, into: copy)
+        return ByteView(base: copy, count: count)
+    }
+
+    /// `count` bytes of scratch memory in the arena (not part of the write set; zeroed), valid
+    /// until the transaction ends: room to build a node's new image before copying it in.
+    @_spi(Core) public mutating func scratch(_ count: Int) -> MutableByteView {
+        let p = allocate(count)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        return MutableByteView(base: p, count: count)
+    }
+
     /// Whether any range overlaps `[offset, offset+count)`.
     @_spi(Core) public func overlaps(_ offset: Int, _ count: Int) -> Bool {
         let i = firstEnding(after: offset)

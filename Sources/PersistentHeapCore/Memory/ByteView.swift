@@ -59,6 +59,37 @@ public struct ByteView: @unchecked Sendable {
         return length < bytes.count ? -1 : (length == bytes.count ? 0 : 1)
     }
 
+    /// Orders the view's `length` bytes at `offset` against `bytes` (unsigned bytes, then
+    /// length): negative, zero or positive.
+    @inlinable
+    public func compare(at offset: Int, length: Int, with bytes: UnsafeRawBufferPointer) -> Int {
+        compare(at: offset, length: length, with: bytes.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// The view of `count` bytes from `offset` (inside this one).
+    @inlinable @inline(__always)
+    public func slice(at offset: Int, count n: Int) -> ByteView {
+        check(offset, n)
+        return ByteView(base: base + offset, count: n)
+    }
+
+    /// The view of `count` bytes from `offset`, or nil when they are not inside this one.
+    @inlinable @inline(__always)
+    public func sliceIfInside(at offset: Int, count n: Int) -> ByteView? {
+        guard offset >= 0, n >= 0, offset <= count, n <= count - offset else { return nil }
+        return ByteView(base: base + offset, count: n)
+    }
+
+    /// Calls `body` with a view of `bytes` (process memory: an encoded key being compared with
+    /// the keys of a node, say).
+    @inlinable
+    public static func withBytes<R, E: Error>(_ bytes: UnsafeRawBufferPointer, _ body: (ByteView) throws(E) -> R) throws(E) -> R {
+        try body(ByteView(base: bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, count: bytes.count))
+    }
+
+    /// An array of the view's bytes.
+    public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: base, count: count)) }
+
     /// A `String` of the `length` bytes at `offset`, decoded as UTF-8 (invalid bytes repaired).
     public func string(at offset: Int, length: Int) -> String {
         check(offset, length)
@@ -125,6 +156,13 @@ public struct MutableByteView: @unchecked Sendable {
     public func copy(_ bytes: UnsafeBufferPointer<UInt8>, to offset: Int) {
         check(offset, bytes.count)
         if let b = bytes.baseAddress { (base + offset).copyMemory(from: b, byteCount: bytes.count) }
+    }
+
+    /// Copies `bytes` to `offset`.
+    @inlinable
+    public func copy(_ bytes: UnsafeRawBufferPointer, to offset: Int) {
+        check(offset, bytes.count)
+        if let b = bytes.baseAddress, bytes.count > 0 { (base + offset).copyMemory(from: b, byteCount: bytes.count) }
     }
 
     /// Copies `count` bytes of `view` from `sourceOffset` to `offset`.

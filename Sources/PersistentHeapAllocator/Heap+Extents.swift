@@ -219,7 +219,7 @@ extension Heap {
     /// Commits `entry` at the first unit of an extent: one record of one word (one fence). Call
     /// without the extent lock (in the msync domain a fence is a system call).
     func commitEntry(_ unit: Int, _ entry: UnitEntry) {
-        commitWords([(.write8, tableEntryOffset(unit), entry.raw)], lane: currentLane())
+        commitWords(WordEntries((.write8, tableEntryOffset(unit), entry.raw)), lane: currentLane())
     }
 
     /// Records a large object [start, start+n) in the volatile index.
@@ -243,7 +243,7 @@ extension Heap {
         let t = try takeFree(n)
         try prepareStorage(t, units: n)
         let a = t.start
-        var entries: [(LogOp, Int, UInt64)] = []
+        var entries = WordEntries()
         if t.length > n {
             entries.append((.write8, tableEntryOffset(a + n), UnitEntry(kind: .free, length: t.length - n).raw))
         }
@@ -354,8 +354,7 @@ extension Heap {
         if keep > t {
             // The whole heap is free: keep one unit. Split the chain at `keep` first (one record)
             // so it is valid for both the old and the new pool size.
-            commitWords([(.write8, tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw),
-                         (.write8, tableEntryOffset(t), UnitEntry(kind: .free, length: keep - t).raw)], lane: currentLane())
+            commitWords(WordEntries((.write8, tableEntryOffset(keep), UnitEntry(kind: .free, length: old - keep).raw), (.write8, tableEntryOffset(t), UnitEntry(kind: .free, length: keep - t).raw)), lane: currentLane())
         }
         // No live record may target the tail once the header says it is gone.
         checkpointAll()

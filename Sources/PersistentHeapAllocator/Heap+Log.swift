@@ -193,11 +193,12 @@ extension Heap {
 
     /// A one-line record of up to three 8-byte entries `(op, offset, operand)`, committed (one
     /// fence): what most allocator operations need.
-    @_spi(Allocator) public func commitWords(_ entries: [(LogOp, Int, UInt64)], lane: Int) {
-        // This process's own callers: at most three entries, by construction.
-        precondition(entries.count <= LogRecord.lineEntries, "a one-line record holds three entries")
+    @_spi(Allocator) public func commitWords(_ entries: WordEntries, lane: Int) {
         var r = lineRecord(lane: lane)
-        for (op, o, v) in entries { r.append(op, offset: o, operand: v) }
+        for i in 0..<entries.count {
+            let (op, o, v) = entries[i]
+            r.append(op, offset: o, operand: v)
+        }
         commit(&r, lane: lane)
     }
 
@@ -224,13 +225,18 @@ extension Heap {
                 ThreadContext.yield()  // a record below `needed` is being applied right now
             }
             guard s > retiredSeq else { return }
-            var all: [(offset: Int, count: Int)] = []
+            // The ranges are gathered into a buffer kept across checkpoints (checkpoint lock
+            // held): no allocation once it has grown to the usual size.
+            var all = checkpointRanges
+            checkpointRanges = []
+            all.removeAll(keepingCapacity: true)
             for l in 0..<lanes.highWater {
                 laneLocks.lock(l)
                 dirty.take(l, into: &all)
                 laneLocks.unlock(l)
             }
             flushRanges(all)
+            checkpointRanges = all
             persistence.drain()
             bytes.atomicStore(StateField.retired, s, .releasing)
             persistence.persist(offset: StateField.retired, count: 8)
@@ -326,4 +332,30 @@ extension Heap {
     @_spi(Allocator) public func settleForUnloggedWrite(_ offset: Int, _ count: Int) {
         if replayWouldOvertake(offset, count) { checkpointAll() }
     }
+}
+
+/// The entries of a one-line record: up to three `(op, offset, operand)` words, kept inline (an
+/// allocator operation builds one without allocating from the process heap).
+@_spi(Allocator) public struct WordEntries {
+    public typealias Entry = (LogOp, Int, UInt64)
+    private var e0: Entry = (.write8, 0, 0), e1: Entry = (.write8, 0, 0), e2: Entry = (.write8, 0, 0)
+    /// The number of entries (0...3).
+    public private(set) var count = 0
+
+    public init() {}
+    public init(_ a: Entry) { append(a) }
+    public init(_ a: Entry, _ b: Entry) { append(a); append(b) }
+
+    /// Adds an entry. This process's own callers add at most three (a line record's capacity).
+    public mutating func append(_ e: Entry) {
+        switch count {
+        case 0: e0 = e
+        case 1: e1 = e
+        case 2: e2 = e
+        default: preconditionFailure("a one-line record holds \(LogRecord.lineEntries) entries")
+        }
+        count += 1
+    }
+
+    public subscript(i: Int) -> Entry { i == 0 ? e0 : i == 1 ? e1 : e2 }
 }

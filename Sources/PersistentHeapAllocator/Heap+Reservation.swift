@@ -140,8 +140,7 @@ extension Heap {
         if longLived && t.length - n >= Heap.presplitUnits {
             // Split persistently now (one record: the remainder's entry, the shortened entry at
             // the start): the remainder is usable by others at once.
-            commitWords([(.write8, tableEntryOffset(t.start + n), UnitEntry(kind: .free, length: t.length - n).raw),
-                         (.write8, tableEntryOffset(t.start), UnitEntry(kind: .free, length: n).raw)], lane: lane)
+            commitWords(WordEntries((.write8, tableEntryOffset(t.start + n), UnitEntry(kind: .free, length: t.length - n).raw), (.write8, tableEntryOffset(t.start), UnitEntry(kind: .free, length: n).raw)), lane: lane)
             indexRemainder(t, taken: n)
             extent = n
         }

@@ -111,7 +111,7 @@ extension Heap {
     /// `allocateSmall` through a record: a live record changed the bitmap word or the block.
     @inline(never)
     private func allocateSmallLogged(_ s: BlockSlot, offset: Int, blockSize: Int, zeroed: Bool, lane: Int) -> Int {
-        var entries: [(LogOp, Int, UInt64)] = [(.or64, bitmapWordOffset(run: s.run, word: s.word), s.mask)]
+        var entries = WordEntries((.or64, bitmapWordOffset(run: s.run, word: s.word), s.mask))
         if zeroed {
             bytes.zero(offset, count: blockSize)
             entries.append((.zero, offset, UInt64(blockSize)))
@@ -173,7 +173,7 @@ extension Heap {
         // `locate` found the bit set: the record clears it (as free-and-unlink does; two threads
         // freeing the same block at once is the caller's race, as for any double free).
         let off = bitmapWordOffset(run: r, word: word)
-        var entries: [(LogOp, Int, UInt64)] = [(.andNot64, off, mask)]
+        var entries = WordEntries((.andNot64, off, mask))
         if tableEntry(r).isHintedFull { entries.append((.andNot64, tableEntryOffset(r), UnitEntry.fullHint)) }
         commitWords(entries, lane: currentLane())
         noteFreed(run: r, sizeClass: c, word: word)
@@ -287,7 +287,7 @@ extension Heap {
         settleForUnloggedWrite(unitOffset(a), metadata)
         writeRunHeader(at: a, sizeClass: c)
         persistence.persist(offset: unitOffset(a), count: metadata)
-        var entries: [(LogOp, Int, UInt64)] = []
+        var entries = WordEntries()
         if t.length > g.units {
             entries.append((.write8, tableEntryOffset(a + g.units), UnitEntry(kind: .free, length: t.length - g.units).raw))
         }

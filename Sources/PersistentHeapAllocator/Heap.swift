@@ -117,6 +117,8 @@ public final class Heap: @unchecked Sendable {
     let flushedLines: FixedArray<UInt64> = .allocate(count: 4096, repeating: 0)
     /// The current checkpoint's epoch in `flushedLines` (checkpoint lock held).
     var flushEpoch = 0
+    /// The dirty ranges a checkpoint gathers, kept between checkpoints (checkpoint lock held).
+    var checkpointRanges: [(offset: Int, count: Int)] = []
     /// One checkpoint at a time (a blocking lock: in the msync domain a checkpoint is a system call).
     let checkpointLock = BlockingLock()
     /// New contents up to this size travel inside a record; larger ones are made durable by a

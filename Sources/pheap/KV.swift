@@ -90,9 +90,12 @@ struct KV: ParsableCommand {
               delete KEY         remove KEY
               scan [FROM [TO]]   print KEY<TAB>VALUE lines with FROM ≤ KEY < TO, in order
               count              print the number of keys
-              load FILE          bulk-load KEY<TAB>VALUE lines (transactions of --batch lines,
-                                 each sorted and merged into the map's leaves as new nodes;
-                                 after a crash the store holds a prefix of the file)
+              load FILE          bulk-load KEY<TAB>VALUE lines: runs of --run lines are sorted
+                                 by key (a later line wins over an earlier one with the same
+                                 key) and inserted in transactions of --batch entries, each
+                                 merged into the map's leaves as new packed nodes; after a
+                                 crash the store holds the runs before the one in progress and
+                                 a key-order prefix of that one
             Keys are ordered by their UTF-8 bytes.
             """)
 
@@ -105,8 +108,11 @@ struct KV: ParsableCommand {
     @Argument(help: "The action's arguments.")
     var arguments: [String] = []
 
-    @Option(help: "load: lines per transaction (each batch is sorted and merged in bulk).")
+    @Option(help: "load: entries per transaction (each batch is merged in bulk).")
     var batch = 20_000
+
+    @Option(name: .customLong("run"), help: "load: lines sorted together before they are inserted (bounds the memory the load uses: ~200 bytes per 100-byte line).")
+    var runLines = 1_000_000
 
     @Flag(help: "Create the pool if it does not exist (put and load always do).")
     var create = false
@@ -120,6 +126,7 @@ struct KV: ParsableCommand {
             throw ValidationError("'\(action)' takes \(allowed.lowerBound == allowed.upperBound ? "\(allowed.lowerBound)" : "\(allowed.lowerBound) to \(allowed.upperBound)") argument(s), got \(arguments.count)")
         }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard runLines >= 1 else { throw ValidationError("--run must be at least 1") }
     }
 
     func run() throws {
@@ -181,22 +188,37 @@ struct KV: ParsableCommand {
         guard let map = store.map else { throw CommandFailure(message: "\(path): the store has no map", code: 1) }
         let started = Date()
         var loaded = 0, lineNumber = 0
-        var pending: [(String, String)] = []
+        var pending: [(key: String, value: String)] = []
         var lastReport = started
+        // A run: sorted by key (UTF-8 bytes; equal keys in line order, so the later line is
+        // inserted later and wins), then inserted in batches. Consecutive batches of a sorted run
+        // cover disjoint key ranges, so each rebuilds only the leaves of its range (on an empty
+        // map: appends packed leaves) instead of every leaf the scattered keys of a file-order
+        // batch would fall into. One transaction per batch.
         func flush() throws {
             guard !pending.isEmpty else { return }
-            let items = pending
-            // One transaction per batch (a kill leaves a prefix of the file): sorted and merged
-            // into the leaves it touches, packed (PersistentSortedDictionary.insert(contentsOf:)).
-            try map.insert(contentsOf: items.lazy.map { (key: $0.0, value: $0.1) })
-            loaded += items.count
-            pending.removeAll(keepingCapacity: true)
-            let now = Date()
-            if now.timeIntervalSince(lastReport) >= 1 {
-                lastReport = now
-                let rate = Double(loaded) / now.timeIntervalSince(started)
-                FileHandle.standardError.write(Data(String(format: "\rloaded %d entries (%.0f/s)", loaded, rate).utf8))
+            let items = pending  // a constant: the comparator reads it without exclusivity checks
+            // Sorted by the keys' first 8 bytes as an integer; the whole keys only on a tie.
+            var order = items.indices.map { i in (prefix: utf8Prefix(items[i].key), index: i) }
+            order.sort { a, b in
+                if a.prefix != b.prefix { return a.prefix < b.prefix }
+                let c = compareUTF8(items[a.index].key, items[b.index].key)
+                return c < 0 || (c == 0 && a.index < b.index)
             }
+            var start = 0
+            while start < order.count {
+                let end = min(order.count, start + batch)
+                try map.insert(contentsOf: order[start..<end].lazy.map { items[$0.index] })
+                loaded += end - start
+                start = end
+                let now = Date()
+                if now.timeIntervalSince(lastReport) >= 1 {
+                    lastReport = now
+                    let rate = Double(loaded) / now.timeIntervalSince(started)
+                    FileHandle.standardError.write(Data(String(format: "\rloaded %d entries (%.0f/s)", loaded, rate).utf8))
+                }
+            }
+            pending.removeAll(keepingCapacity: true)
         }
         // One line: KEY<TAB>VALUE (blank lines are skipped).
         func take(_ bytes: Data) throws {
@@ -207,7 +229,7 @@ struct KV: ParsableCommand {
                 throw CommandFailure(message: "\(file):\(lineNumber): expected KEY<TAB>VALUE", code: 1)
             }
             pending.append((String(parts[0]), String(parts[1])))
-            if pending.count >= batch { try flush() }
+            if pending.count >= runLines { try flush() }
         }
         // Lines are cut out of each chunk by index; only the unfinished last line is carried
         // over (removing every line from the front of the buffer made loading quadratic).
@@ -233,4 +255,31 @@ struct KV: ParsableCommand {
         let seconds = Date().timeIntervalSince(started)
         FileHandle.standardError.write(Data(String(format: "\rloaded %d entries in %.1f s (%.0f/s)\n", loaded, seconds, Double(loaded) / max(seconds, 1e-9)).utf8))
     }
+}
+
+/// The order of two strings' UTF-8 bytes (the sorted map's key order): negative, zero or positive.
+func compareUTF8(_ a: String, _ b: String) -> Int {
+    var a = a, b = b
+    return a.withUTF8 { x in
+        b.withUTF8 { y in
+            let n = min(x.count, y.count)
+            if n > 0, let xa = x.baseAddress, let ya = y.baseAddress {
+                let c = memcmp(xa, ya, n)
+                if c != 0 { return Int(c) }
+            }
+            return x.count - y.count
+        }
+    }
+}
+
+/// The first 8 UTF-8 bytes of `s`, big-endian, zero-padded: integer order is byte order (a tie
+/// needs the whole strings).
+func utf8Prefix(_ s: String) -> UInt64 {
+    var p: UInt64 = 0, n = 0
+    for b in s.utf8 {
+        p = p << 8 | UInt64(b)
+        n += 1
+        if n == 8 { break }
+    }
+    return p << UInt64(8 * (8 - n))
 }

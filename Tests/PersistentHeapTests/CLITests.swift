@@ -83,6 +83,31 @@ struct CLITests {
         expectCleanFailure(absent, "get of an absent key")
     }
 
+    @Test("kv load: runs sorted by UTF-8 key, batches merged into existing entries, the last line of a key wins across runs and batches",
+          arguments: [(1, 1), (3, 2), (7, 100), (1_000, 4)])
+    func kvLoad(run: Int, batch: Int) throws {
+        let path = dir.file("load-\(run)-\(batch).pool")
+        #expect(try pheap("kv", path, "put", "m", "before").code == 0)
+        #expect(try pheap("kv", path, "put", "zz", "kept").code == 0)
+        var rng = RepeatableRandomNumberGenerator(seed: UInt64(run * 31 + batch))
+        var model = ["m": "before", "zz": "kept"]
+        var text = ""
+        for line in 0..<60 {
+            // Duplicates, a key already in the store, non-ASCII keys (UTF-8 order, not Swift's).
+            let key = ["b", "a", "m", "é", "e", "ab", "b\(line % 4)", "Ω\(line % 3)"].randomElement(using: &rng)!
+            text += "\(key)\tv\(line)\n"
+            model[key] = "v\(line)"
+        }
+        #expect(FileBytes.write(dir.file("load-\(run)-\(batch).tsv"), Array(text.utf8)))
+        let r = try pheap("kv", path, "load", dir.file("load-\(run)-\(batch).tsv"), "--run", "\(run)", "--batch", "\(batch)")
+        #expect(r.code == 0, "\(r.err)")
+        let scan = try pheap("kv", path, "scan")
+        let expected = model.keys.sorted(by: utf8Less).map { "\($0)\t\(model[$0]!)" }
+        #expect(scan.out.split(separator: "\n").map(String.init) == expected)
+        #expect(try pheap("check", path, "--deep").code == 0)
+        expectCleanFailure(try pheap("kv", path, "load", dir.file("load-\(run)-\(batch).tsv"), "--run", "0"), "--run 0")
+    }
+
     @Test("a pool of another layout, a read-only file, a pool in use: one-line errors; reads of a read-only file work")
     func layoutPermissionsAndBusy() throws {
         let other = dir.file("other.pool")

@@ -31,3 +31,42 @@ func readmeExample() throws {
     #expect(try again.check().isConsistent)
     try again.close()
 }
+
+// The README's container examples, as written (printing aside).
+struct UsersRoot: BitwiseCopyable {
+    var users: PersistentSortedDictionary<String, String>.Ref   // 8 bytes each: references
+    var scores: PersistentDictionary<Int, PersistentArray<Int>.Ref>.Ref
+}
+
+@Test("the README container examples run as written")
+func readmeContainers() throws {
+    let pool = try Pool.createSimulated(size: 4 << 20, layout: "users")
+    let root = try pool.root(UsersRoot.self)
+    let users = try PersistentSortedDictionary<String, String>.open(pool, at: root.field(\.users))
+    try users.updateValue("Ada", forKey: "user:1")              // one atomic, durable change
+    var scanned: [String] = []
+    for (key, name) in try users.scan(from: "user:", to: "user;") { scanned.append("\(key) \(name)") }
+    #expect(scanned == ["user:1 Ada"])
+
+    let scores = try PersistentDictionary<Int, PersistentArray<Int>.Ref>.open(pool, at: root.field(\.scores))
+    try pool.transaction { tx in                               // several changes, atomically
+        let list = try PersistentArray<Int>.create(in: tx)
+        try list.append(contentsOf: [90, 75])
+        try scores.updateValue(list.ref, forKey: 1)
+    }
+    #expect(try scores[1].map { try PersistentArray<Int>(pool, ref: $0).elements() } == [90, 75])
+
+    let length = try users.withValue(forKey: "user:1") { bytes in bytes.count }
+    #expect(length == 3)
+    var seen: [(String, Int)] = []
+    try users.forEachEncoded(from: "user:", to: "user;") { key, value in
+        seen.append((String(decoding: key, as: UTF8.self), value.count))
+        return true                                             // false stops the scan
+    }
+    #expect(seen.map(\.0) == ["user:1"] && seen.map(\.1) == [3])
+    try users.insert(contentsOf: [(key: "user:2", value: "Grace"), (key: "user:3", value: "Edsger")])
+    var c = users.makeCursor()                                  // seek ≥ key, next, previous, first, last
+    var keys: [String] = []
+    if try c.seek(to: "user:") { repeat { keys.append(try c.key) } while try c.next() }
+    #expect(keys == ["user:1", "user:2", "user:3"])
+}

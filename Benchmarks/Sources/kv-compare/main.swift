@@ -35,6 +35,23 @@ func key(_ i: Int) -> String {
     return String(repeating: "0", count: 16 - h.count) + h
 }
 
+/// `key(i)` made the way lmdb_bench.c makes it for each lookup (16 hex digits formatted into a
+/// fresh buffer): no read of a prebuilt key array, whose random accesses would add a cache miss
+/// per lookup that LMDB's side does not pay.
+func freshKey(_ i: Int) -> String {
+    let h = mix(UInt64(i))
+    return String(unsafeUninitializedCapacity: 16) { buf in
+        for k in 0..<16 {
+            let d = UInt8(truncatingIfNeeded: h >> UInt64(60 - 4 * k)) & 15
+            buf[k] = d < 10 ? 48 + d : 87 + d
+        }
+        return 16
+    }
+}
+
+/// The first byte of `value(i)`, computed (as lmdb_bench.c checks it).
+func firstValueByte(_ i: Int) -> UInt8 { UInt8(97 + (i &* 31) % 26) }
+
 func value(_ i: Int) -> String {
     String(decoding: (0..<100).map { UInt8(97 + (i &* 31 &+ $0) % 26) }, as: UTF8.self)
 }
@@ -66,6 +83,11 @@ final class Indexes: @unchecked Sendable {
 let indexes = Indexes(n)
 func nextIndex() -> Int { indexes.next() }
 
+for i in [0, 1, 99, 123_456] where freshKey(i) != key(i) || firstValueByte(i) != value(i).utf8.first {
+    print("kv-compare: freshKey/firstValueByte disagree with key/value at \(i)")
+    exit(1)
+}
+
 do {
     switch system {
     case "pheap":
@@ -86,7 +108,7 @@ do {
         t = now()
         for _ in 0..<lookups {
             let j = nextIndex()
-            guard try map.value(forKey: keys[j])?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+            guard try map.value(forKey: freshKey(j))?.utf8.first == firstValueByte(j) else { throw PoolError(.corrupted, "wrong value") }
         }
         emit("lookup", "pheap", storage, n: lookups, seconds: now() - t)
         // Zero-copy: the value's bytes where they lie in the pool (as LMDB's mdb_get gives them).
@@ -94,14 +116,13 @@ do {
         t = now()
         for _ in 0..<lookups {
             let j = nextIndex()
-            let first = values[j].utf8.first!
-            guard try map.withValue(forKey: keys[j], { $0.first }) == first else { throw PoolError(.corrupted, "wrong value") }
+            guard try map.withValue(forKey: freshKey(j), { $0.first }) == firstValueByte(j) else { throw PoolError(.corrupted, "wrong value") }
         }
         emit("lookup-zc", "pheap", storage, n: lookups, seconds: now() - t)
         var seen = 0
         t = now()
         for _ in 0..<scans {
-            try map.forEach(from: keys[nextIndex()]) { _, _ in seen += 1; return seen % 100 != 0 }
+            try map.forEach(from: freshKey(nextIndex())) { _, _ in seen += 1; return seen % 100 != 0 }
             seen = (seen + 99) / 100 * 100
         }
         emit("scan100", "pheap", storage, n: scans, seconds: now() - t)
@@ -109,7 +130,7 @@ do {
         t = now()
         for _ in 0..<scans {
             var n = 0
-            try map.forEachEncoded(from: keys[nextIndex()]) { k, v in bytes &+= k.count &+ v.count; n += 1; return n < 100 }
+            try map.forEachEncoded(from: freshKey(nextIndex())) { k, v in bytes &+= k.count &+ v.count; n += 1; return n < 100 }
         }
         emit("scan100-zc", "pheap", storage, n: scans, seconds: now() - t, extra: ",\"bytes_seen\":\(bytes)")
         let stats = try pool.stats()
@@ -149,14 +170,14 @@ do {
             var t = now()
             for _ in 0..<lookups {
                 let j = indexes.next()
-                guard try String.fetchOne(get, arguments: [keys[j]])?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+                guard try String.fetchOne(get, arguments: [freshKey(j)])?.utf8.first == firstValueByte(j) else { throw PoolError(.corrupted, "wrong value") }
             }
             emit("lookup", system, storage, n: lookups, seconds: now() - t)
             let scan = try db.cachedStatement(sql: "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT 100")
             t = now()
             var seen = 0
             for _ in 0..<scans {
-                let rows = try Row.fetchCursor(scan, arguments: [keys[indexes.next()]])
+                let rows = try Row.fetchCursor(scan, arguments: [freshKey(indexes.next())])
                 while try rows.next() != nil { seen += 1 }
             }
             emit("scan100", system, storage, n: scans, seconds: now() - t)
@@ -173,7 +194,7 @@ do {
         t = now()
         for _ in 0..<lookups {
             let j = nextIndex()
-            guard d[keys[j]]?.utf8.first == values[j].utf8.first else { throw PoolError(.corrupted, "wrong value") }
+            guard d[freshKey(j)]?.utf8.first == firstValueByte(j) else { throw PoolError(.corrupted, "wrong value") }
         }
         emit("lookup", "dictionary", "memory", n: lookups, seconds: now() - t)
 

@@ -44,6 +44,10 @@ static inline void ph_sfence(void) {
 #endif
 }
 
+/// A hint to bring the cache line at `p` in for reading (no fault: an address outside the
+/// mapping is ignored by the hardware).
+static inline void ph_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 /// Spin-wait hint.
 static inline void ph_pause(void) {
 #if defined(__x86_64__)

@@ -42,6 +42,8 @@ enum BTree {
     static let maxInlineEntry = 512
     static let outOfLineFlag: UInt16 = 0x8000
     static let outOfLineBytes = 16
+    /// Bytes of a node brought in at once when it is read (header and order array lines).
+    static let prefetchBytes = 512
     /// Bytes a node offers to entries and their order slots.
     static let capacity = nodeSize - headerSize
     /// Below this many used bytes (order slots and live entries), a node other than the root is
@@ -157,6 +159,9 @@ struct BReader {
     func node(_ p: PRawPointer) throws -> BNode {
         guard !p.isNull else { throw PoolError(.corrupted, "a B+ tree node pointer is null", path: pool.path) }
         let v = try view(p, count: BTree.nodeSize, "B+ tree node")
+        // The header and the start of the order array (56 slots): their misses overlap instead
+        // of following one another down the binary search.
+        v.prefetch(0, count: BTree.prefetchBytes)
         let head = v.load(UInt64.self, at: 0)
         let kind = UInt8(truncatingIfNeeded: head), count = Int(UInt16(truncatingIfNeeded: head >> 16))
         let dataStart = Int(UInt16(truncatingIfNeeded: head >> 32)), garbage = Int(UInt16(truncatingIfNeeded: head >> 48))

@@ -24,7 +24,8 @@ extension PersistentSortedDictionary {
     /// it commits, and the replaced ones until then too.
     /// - Complexity: O(k log k) for k entries, plus the leaves they touch, plus the internal nodes.
     public func insert(contentsOf entries: some Sequence<(key: Key, value: Value)>) throws {
-        try pool.transaction { tx in try bulkInsert(entries, tx) }
+        let all = Array(entries)
+        try pool.transaction { tx in try bulkInsert(all, tx) }
     }
 
     /// A new entry: its encoded key (in a shared byte buffer) and its leaf item.
@@ -33,7 +34,9 @@ extension PersistentSortedDictionary {
         let item: BItem
     }
 
-    func bulkInsert(_ entries: some Sequence<(key: Key, value: Value)>, _ tx: Transaction) throws {
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
+    func bulkInsert(_ entries: [(key: Key, value: Value)], _ tx: Transaction) throws {
         // 1. Encode and sort (stable: the last of equal keys wins).
         var keyBytes: [UInt8] = []
         var pending: [Pending] = []

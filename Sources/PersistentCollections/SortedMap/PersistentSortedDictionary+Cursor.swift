@@ -43,6 +43,8 @@ extension PersistentSortedDictionary {
         /// Moves to the first entry whose key is not less than `key` (`strictly`: greater).
         /// Returns whether there is one.
         @discardableResult
+        @_specialize(where Key == String, Value == String)
+        @_specialize(where Key == Int, Value == Int)
         public mutating func seek(to key: Key, strictly: Bool = false) throws -> Bool {
             let r = BReader(map.pool)
             let h = try map.header(r)

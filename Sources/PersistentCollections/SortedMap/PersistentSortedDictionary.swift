@@ -179,11 +179,24 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     /// Calls `body` with the bytes of the value for `key` where they lie in the pool (no copy, no
     /// decoding); nil when there is none.
     /// - Warning: The buffer is valid inside `body` only (and only until the map changes).
+    @inlinable
     public func withValue<R>(forKey key: Key, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        var result: R? = nil
+        try withValueBytes(forKey: key) { result = try body($0) }
+        return result
+    }
+
+    /// `withValue` without its generic result, so that it can be specialized (a generic method
+    /// called from another module otherwise runs unspecialized: the key's encoding and
+    /// comparison through witness tables).
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
+    @usableFromInline
+    func withValueBytes(forKey key: Key, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let r = BReader(pool)
-        return try withProbe(key) { probe -> R? in
-            guard let (leaf, e) = try find(probe, r) else { return nil }
-            return try r.value(leaf, e).withUnsafeBytes(body)
+        try withProbe(key) { probe in
+            guard let (leaf, e) = try find(probe, r) else { return }
+            try r.value(leaf, e).withUnsafeBytes(body)
         }
     }
 
@@ -193,6 +206,8 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
     }
 
     /// Whether `key` has a value.
+    @_specialize(where Key == String, Value == String)
+    @_specialize(where Key == Int, Value == Int)
     public func contains(_ key: Key) throws -> Bool {
         let r = BReader(pool)
         return try withProbe(key) { try find($0, r) != nil }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CPersistentHeap
 
 /// A read-only window onto `count` bytes of a pool (or of a transaction's copy of them), with
 /// bounds-checked typed loads: how containers and transactions read structures without holding
@@ -22,6 +23,18 @@ public struct ByteView: @unchecked Sendable {
 
     @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) {
         precondition(offset >= 0 && size >= 0 && offset <= count - size, "offset \(offset) (\(size) bytes) outside a view of \(count) bytes")
+    }
+
+    /// Asks the CPU to bring the cache lines of `[offset, offset + count)` in (a hint: the
+    /// loads that follow find them on their way, not one after the other). Clamped to the view.
+    @inline(__always)
+    public func prefetch(_ offset: Int, count: Int) {
+        let start = max(0, offset), end = min(self.count, offset &+ max(0, count))
+        var o = start
+        while o < end {
+            ph_prefetch(base + o)
+            o &+= 64
+        }
     }
 
     /// The `T` at `offset` (no alignment needed).
@@ -127,6 +140,18 @@ public struct MutableByteView: @unchecked Sendable {
 
     @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) {
         precondition(offset >= 0 && size >= 0 && offset <= count - size, "offset \(offset) (\(size) bytes) outside a view of \(count) bytes")
+    }
+
+    /// Asks the CPU to bring the cache lines of `[offset, offset + count)` in (a hint: the
+    /// loads that follow find them on their way, not one after the other). Clamped to the view.
+    @inline(__always)
+    public func prefetch(_ offset: Int, count: Int) {
+        let start = max(0, offset), end = min(self.count, offset &+ max(0, count))
+        var o = start
+        while o < end {
+            ph_prefetch(base + o)
+            o &+= 64
+        }
     }
 
     /// The `T` at `offset` (no alignment needed).

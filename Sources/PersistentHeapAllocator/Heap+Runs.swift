@@ -154,7 +154,10 @@ extension Heap {
     func freeSmall(run r: Int, sizeClass c: Int, word: Int, mask: UInt64) throws(PoolError) {
         let off = bitmapWordOffset(run: r, word: word)
         let lane = currentLane()
-        if mustLog(off, 8, lane: lane) || mustLog(tableEntryOffset(r), 8, lane: lane) {
+        // Only the bitmap word decides: the run's table entry changes here only by clearing its
+        // FULL hint, and a replayed record can only clear that hint too (no record sets it), so
+        // replay never undoes this write even when a live record wrote the entry (run creation).
+        if mustLog(off, 8, lane: lane) {
             return freeSmallLogged(run: r, sizeClass: c, word: word, mask: mask)
         }
         let old = bytes.atomicAnd(off, ~mask, .acquiringAndReleasing)

@@ -84,9 +84,19 @@ import CPersistentHeap
 
     /// The highest sequence number of a record that may have written `[offset, offset+count)`
     /// (0: none).
-    @inlinable
+    @inlinable @inline(__always)
     @_spi(Core) public func latest(_ offset: Int, _ count: Int) -> UInt64 {
         guard count > 0 else { return 0 }
+        if count <= 8 && offset & 63 <= 56 {
+            // One word in one line (a bitmap word, a table entry): two loads.
+            return max(ph_load_acquire_u64(summary.address(0)),
+                       ph_load_acquire_u64(slots.address(WriteFilter.slot(offset >> 6))))
+        }
+        return latestOfLines(offset, count)
+    }
+
+    @inlinable
+    func latestOfLines(_ offset: Int, _ count: Int) -> UInt64 {
         let first = offset >> 6, last = (offset + count - 1) >> 6
         if last - first >= WriteFilter.wideLines { return ph_load_acquire_u64(summary.address(1)) }
         var m = ph_load_acquire_u64(summary.address(0))

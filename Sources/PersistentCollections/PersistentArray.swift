@@ -23,7 +23,7 @@ import PersistentHeap
 ///
 /// Thread safety: concurrent reads are safe; a thread changing the array must not race with
 /// others using it (guard it with a ``PMutex``).
-public struct PersistentArray<Element: PersistentValue> {
+public struct PersistentArray<Element: PersistentValue>: PersistentContainer {
     /// The stored form of an element (the element itself for bitwise-copyable types).
     public typealias Stored = Element.Stored
 
@@ -52,15 +52,6 @@ public struct PersistentArray<Element: PersistentValue> {
         self.ref = ref
     }
 
-    /// The array `slot` refers to, created (empty) and linked into `slot` atomically if the slot is null.
-    public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> PersistentArray {
-        PersistentArray(pool, ref: try pool.openContainerHeader(Header.self, at: slot))
-    }
-
-    /// A new empty array allocated in `tx` (link its ``ref`` somewhere in the same transaction).
-    public static func create(in tx: Transaction) throws -> PersistentArray {
-        PersistentArray(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
-    }
 
     static var stride: Int { MemoryLayout<Stored>.stride }
 
@@ -143,15 +134,7 @@ public struct PersistentArray<Element: PersistentValue> {
 
     /// Walks the whole array: the header, the storage block (a live allocation large enough
     /// for the capacity) and what every element owns (a string's block, a nested container).
-    /// Returns the problems found (empty when sound).
-    public func validate() throws -> [String] {
-        try requireOpen(pool)
-        var check = ContainerCheck(pool: pool)
-        validate(into: &check)
-        return check.problems
-    }
-
-    /// The deep check, recording into `check` (shared with enclosing containers).
+    /// Records what it finds in `check` (shared with enclosing containers); ``validate()`` returns it.
     public func validate(into check: inout ContainerCheck) {
         guard check.firstVisit(ref.raw, "array header"),
               check.checkBlock(ref.raw, bytes: MemoryLayout<Header>.size, "array header") else { return }

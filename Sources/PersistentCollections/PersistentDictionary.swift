@@ -16,7 +16,7 @@ import PersistentHeap
 ///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map
 /// (guard it with a ``PMutex``).
-public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue> {
+public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: PersistentContainer {
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
@@ -56,15 +56,6 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue> {
         self.ref = ref
     }
 
-    /// The map `slot` refers to, created (empty) and linked into `slot` atomically if null.
-    public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> Self {
-        Self(pool, ref: try pool.openContainerHeader(Header.self, at: slot))
-    }
-
-    /// A new empty map allocated in `tx` (link its ``ref`` somewhere in the same transaction).
-    public static func create(in tx: Transaction) throws -> Self {
-        Self(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
-    }
 
     @inline(__always) static func tag(_ hash: UInt64) -> UInt64 { hash | 1 << 63 }
 
@@ -191,15 +182,8 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue> {
     /// Walks the whole map: the header, both tables (live allocations large enough for their
     /// capacities), every bucket (a tag that matches its key's hash, reachable from its home
     /// bucket without crossing an empty one, no key twice), the counts, and what each key and
-    /// value owns (strings, nested containers). Returns the problems found (empty when sound).
-    public func validate() throws -> [String] {
-        try requireOpen(pool)
-        var check = ContainerCheck(pool: pool)
-        validate(into: &check)
-        return check.problems
-    }
-
-    /// The deep check, recording into `check` (shared with enclosing containers).
+    /// value owns (strings, nested containers).
+    /// Records what it finds in `check` (shared with enclosing containers); ``validate()`` returns it.
     public func validate(into check: inout ContainerCheck) {
         guard check.firstVisit(ref.raw, "dictionary header"),
               check.checkBlock(ref.raw, bytes: MemoryLayout<Header>.size, "dictionary header") else { return }

@@ -8,16 +8,8 @@ extension PersistentSortedDictionary {
     /// parent's separators give the subtree; internal nodes hold at least one separator; every
     /// node but the root is at least a quarter full; the leaf chain links the leaves in key order,
     /// forwards and backwards; out-of-line values are live blocks of their length; the header's
-    /// count equals the entries; and what values own (nested containers) is checked. Returns the
-    /// problems found (empty when sound).
-    public func validate() throws -> [String] {
-        try requireOpen(pool)
-        var check = ContainerCheck(pool: pool)
-        validate(into: &check)
-        return check.problems
-    }
-
-    /// The deep check, recording into `check` (shared with enclosing containers).
+    /// count equals the entries; and what values own (nested containers) is checked.
+    /// Records what it finds in `check` (shared with enclosing containers); ``validate()`` returns it.
     public func validate(into check: inout ContainerCheck) {
         guard check.firstVisit(ref.raw, "B+ tree header"),
               check.checkBlock(ref.raw, bytes: MemoryLayout<Header>.size, "B+ tree header") else { return }

@@ -31,7 +31,7 @@ import PersistentHeap
 ///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map
 /// (guard it with a ``PMutex``).
-public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue> {
+public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue>: PersistentContainer {
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
@@ -59,15 +59,6 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         self.ref = ref
     }
 
-    /// The map `slot` refers to, created (empty) and linked into `slot` atomically if null.
-    public static func open(_ pool: Pool, at slot: PPointer<Ref>) throws -> Self {
-        Self(pool, ref: try pool.openContainerHeader(Header.self, at: slot))
-    }
-
-    /// A new empty map allocated in `tx` (link its ``ref`` somewhere in the same transaction).
-    public static func create(in tx: Transaction) throws -> Self {
-        Self(tx.pool, ref: try tx.allocate(Header.self, zeroed: true))
-    }
 
     // MARK: Header and keys
 

@@ -136,30 +136,13 @@ public struct MutableByteView: @unchecked Sendable {
     }
 
     /// The same bytes, read-only.
-    public var readOnly: ByteView { ByteView(base: base, count: count) }
+    @inlinable public var readOnly: ByteView { ByteView(base: base, count: count) }
 
-    @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) {
-        precondition(offset >= 0 && size >= 0 && offset <= count - size, "offset \(offset) (\(size) bytes) outside a view of \(count) bytes")
-    }
-
-    /// Asks the CPU to bring the cache lines of `[offset, offset + count)` in (a hint: the
-    /// loads that follow find them on their way, not one after the other). Clamped to the view.
-    @inline(__always)
-    public func prefetch(_ offset: Int, count: Int) {
-        let start = max(0, offset), end = min(self.count, offset &+ max(0, count))
-        var o = start
-        while o < end {
-            ph_prefetch(base + o)
-            o &+= 64
-        }
-    }
+    @inlinable @inline(__always) func check(_ offset: Int, _ size: Int) { readOnly.check(offset, size) }
 
     /// The `T` at `offset` (no alignment needed).
     @inlinable @inline(__always)
-    public func load<T: BitwiseCopyable>(_: T.Type, at offset: Int) -> T {
-        check(offset, MemoryLayout<T>.size)
-        return (base + offset).loadUnaligned(as: T.self)
-    }
+    public func load<T: BitwiseCopyable>(_: T.Type, at offset: Int) -> T { readOnly.load(T.self, at: offset) }
 
     /// Stores `value` at `offset` (no alignment needed).
     @inlinable @inline(__always)

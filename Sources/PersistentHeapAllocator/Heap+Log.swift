@@ -29,11 +29,13 @@ struct LaneLogState {
 /// `capacity` (offset, count) pairs in one fixed buffer — no allocation on the commit path —
 /// and, for a record with more entries than that (a large transaction), an overflow array.
 /// A lane's part changes under its lock in `Heap.laneLocks` (its thread appends, a checkpoint
-/// empties it).
+/// empties it). The lane's thread also reads its count without the lock, to decide whether a
+/// record fits: `counts` is accessed atomically (relaxed) — another thread only ever lowers it
+/// (to 0), so a count read as low enough stays low enough.
 final class DirtyRanges: @unchecked Sendable {
     static let capacity = 256
     let pairs: FixedArray<Int>
-    let counts: FixedArray<Int>
+    let counts: FixedArray<UInt64>
     let overflow: FixedArray<[(offset: Int, count: Int)]>
 
     init(lanes: Int) {
@@ -48,15 +50,19 @@ final class DirtyRanges: @unchecked Sendable {
         overflow.deallocate()
     }
 
+    /// The number of ranges `lane` holds in its fixed buffer (any thread; see the type's comment).
+    @inline(__always)
+    func count(_ lane: Int) -> Int { Int(truncatingIfNeeded: counts.atomicLoad(lane, .relaxed)) }
+
     /// Notes `[offset, offset+count)` for `lane` (its lock held).
     @inline(__always)
     func append(_ lane: Int, _ offset: Int, _ count: Int) {
-        let n = counts[lane]
+        let n = self.count(lane)
         if n < DirtyRanges.capacity {
             let at = (lane * DirtyRanges.capacity + n) * 2
             pairs[at] = offset
             pairs[at + 1] = count
-            counts[lane] = n + 1
+            counts.atomicStore(lane, UInt64(truncatingIfNeeded: n + 1), .relaxed)
         } else {
             overflow[lane].append((offset, count))
         }
@@ -64,12 +70,12 @@ final class DirtyRanges: @unchecked Sendable {
 
     /// Moves `lane`'s ranges into `out` and empties it (its lock held).
     func take(_ lane: Int, into out: inout [(offset: Int, count: Int)]) {
-        let n = counts[lane]
+        let n = count(lane)
         for i in 0..<n {
             let at = (lane * DirtyRanges.capacity + i) * 2
             out.append((pairs[at], pairs[at + 1]))
         }
-        counts[lane] = 0
+        counts.atomicStore(lane, 0, .relaxed)
         if !overflow[lane].isEmpty {
             out.append(contentsOf: overflow[lane])
             overflow[lane].removeAll(keepingCapacity: false)
@@ -97,7 +103,7 @@ extension Heap {
         let last = laneLogs[lane].lastSeq
         if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
         if LogField.payload + payload <= LaneLayout.logSize - laneLogs[lane].position
-            && dirty.counts[lane] + payload / 16 + 1 <= DirtyRanges.capacity {
+            && dirty.count(lane) + payload / 16 + 1 <= DirtyRanges.capacity {
             let p = laneLogs[lane].position
             return LogRecord(bytes: bytes, at: base + p, inlineCapacity: LaneLayout.logSize - p - LogField.payload, oneLine: oneLine)
         }
@@ -107,7 +113,7 @@ extension Heap {
     @inline(never)
     private func recordSlow(lane: Int, payload: Int) throws(PoolError) -> LogRecord {
         let base = laneLogOffset(lane) + LaneLayout.log
-        if dirty.counts[lane] + payload / 16 + 1 > DirtyRanges.capacity && laneLogs[lane].lastSeq > retiredSeq {
+        if dirty.count(lane) + payload / 16 + 1 > DirtyRanges.capacity && laneLogs[lane].lastSeq > retiredSeq {
             // The lane's list of changed ranges is full: retire what it holds (a record with
             // more entries than the list takes goes to its overflow).
             checkpoint(through: laneLogs[lane].lastSeq)
@@ -168,7 +174,7 @@ extension Heap {
         let last = laneLogs[lane].lastSeq
         if last != 0 && last <= retiredSeq { laneLogs[lane] = LaneLogState() }
         if LogField.payload + Heap.lineRecordPayload > LaneLayout.logSize - laneLogs[lane].position
-            || dirty.counts[lane] + LogRecord.lineEntries > DirtyRanges.capacity {
+            || dirty.count(lane) + LogRecord.lineEntries > DirtyRanges.capacity {
             checkpoint(through: laneLogs[lane].lastSeq)
             laneLogs[lane] = LaneLogState()
         }

@@ -38,7 +38,7 @@ struct ContainerCrashTests {
     }
 
     @Test("simulated power failure at every fence: sorted map inserts, updates, bulk inserts, deletes, node splits, merges and borrows; the deep check holds in every image",
-          arguments: crashSeeds(51, normal: 1, long: 3))
+          arguments: crashSeeds(51, normal: 1, long: 5))
     func sortedMap(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)
@@ -98,7 +98,7 @@ struct ContainerCrashTests {
     }
 
     @Test("simulated power failure at every fence: hash map inserts and removals through incremental resizes",
-          arguments: crashSeeds(152, normal: 1, long: 3))
+          arguments: crashSeeds(152, normal: 1, long: 5))
     func hashMap(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)
@@ -136,7 +136,7 @@ struct ContainerCrashTests {
     }
 
     @Test("simulated power failure at every fence: array appends, inserts, removals and growth",
-          arguments: crashSeeds(53, normal: 1, long: 3))
+          arguments: crashSeeds(53, normal: 1, long: 5))
     func array(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash", options: PoolOptions(maxSize: 8 << 20, laneCount: 2))
         let root = try pool.root(ContainerRoot.self)

@@ -60,7 +60,7 @@ func crashAtEveryFence(_ pool: Pool, stride: Int = 1, seedBase: UInt64 = 0,
 @Suite("Crash consistency")
 struct CrashTests {
     @Test("simulated power failure at every fence: linked workload (allocate-and-link, free-and-unlink, reallocate, replace, growth); every acknowledged operation survives",
-          arguments: crashSeeds(11, normal: 3, long: 16))
+          arguments: crashSeeds(11, normal: 3, long: 26))
     func linkedWorkload(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
                                             options: PoolOptions(maxSize: 4 << 20, growthStep: 256 << 10, laneCount: 2))
@@ -123,7 +123,7 @@ struct CrashTests {
         print("linked large workload: \(images + images2) crash images checked")
     }
 
-    @Test("simulated power failure at every fence: plain allocate / free; completed operations survive", arguments: crashSeeds(21, normal: 2, long: 12))
+    @Test("simulated power failure at every fence: plain allocate / free; completed operations survive", arguments: crashSeeds(21, normal: 2, long: 22))
     func plainWorkload(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 512 << 10, layout: "crash",
                                             options: PoolOptions(maxSize: 8 << 20, growthStep: 256 << 10, laneCount: 2))

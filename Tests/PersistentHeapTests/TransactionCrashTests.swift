@@ -79,7 +79,7 @@ struct TransactionCrashTests {
     }
 
     @Test("simulated power failure at every fence of transactional workloads: transfers, list rebuilds, nested and aborted transactions, large transactions",
-          arguments: crashSeeds(31, normal: 2, long: 12))
+          arguments: crashSeeds(31, normal: 2, long: 18))
     func transactional(seed: UInt64) throws {
         let pool = try Pool.createSimulated(size: 1 << 20, layout: "crash",
                                             options: PoolOptions(maxSize: 8 << 20, growthStep: 512 << 10, laneCount: 2))

@@ -45,6 +45,10 @@ struct HostileInputTests {
         expectPoolError(.invalidPointer) { try pool.load(PPointer<UInt64>(offset: 1 << 63).advanced(by: 3)) }
         expectPoolError(.invalidArgument) { try pool.withUnsafePointer(to: p, count: -5) { _ in } }
         #expect(PPointer<UInt64>(offset: .max).advanced(by: 1).offset == 7, "wrapping, validated at dereference")
+        // A pointer read from a damaged pool may hold any offset: taking a field of it wraps too.
+        let damaged = PPointer<Root>(offset: .max)
+        #expect(damaged.field(\.big).offset == UInt64(MemoryLayout<Root>.offset(of: \Root.big)!) &- 1)
+        expectPoolError(.invalidPointer) { try pool.load(damaged.field(\.big)) }
         _ = root
         #expect(try pool.check().isConsistent)
     }

@@ -38,12 +38,15 @@ public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Com
 
     /// A pointer to a stored property of the pointee, e.g. `node.field(\.next)`: the slot to pass
     /// to allocate-and-link operations. Traps for a key path that is not a stored property.
+    ///
+    /// Wrapping arithmetic, as in ``advanced(by:)``: `self` may have been read from a damaged
+    /// pool (any offset), and the result is validated only when it is dereferenced.
     @inlinable public func field<Field: BitwiseCopyable>(_ path: WritableKeyPath<Pointee, Field>) -> PPointer<Field> {
         guard let o = MemoryLayout<Pointee>.offset(of: path) else {
             // The caller's contract (a key path written in code), never a persisted value.
             preconditionFailure("field(_:) needs a key path to a stored property")
         }
-        return PPointer<Field>(offset: offset + UInt64(o))
+        return PPointer<Field>(offset: offset &+ UInt64(truncatingIfNeeded: o))
     }
 
     /// The same offset viewed as another type.

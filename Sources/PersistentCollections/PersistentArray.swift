@@ -52,7 +52,6 @@ public struct PersistentArray<Element: PersistentValue>: PersistentContainer {
         self.ref = ref
     }
 
-
     static var stride: Int { MemoryLayout<Stored>.stride }
 
     /// The header, validated: `0 ≤ count ≤ capacity`, the storage null exactly when the capacity

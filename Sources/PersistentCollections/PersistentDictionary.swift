@@ -56,7 +56,6 @@ public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: 
         self.ref = ref
     }
 
-
     @inline(__always) static func tag(_ hash: UInt64) -> UInt64 { hash | 1 << 63 }
 
     func bucket(_ table: PRawPointer, _ i: Int) -> PPointer<Bucket> {

@@ -59,7 +59,6 @@ public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentVa
         self.ref = ref
     }
 
-
     // MARK: Header and keys
 
     /// The header, validated: a count no larger than the pool, a height within 64, a root exactly

@@ -1,6 +1,14 @@
 // Shared by the tests, the crash helper and the benchmarks.
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+#if canImport(Glibc)
+private func systemKill(_ pid: pid_t, _ signal: Int32) -> Int32 { Glibc.kill(pid, signal) }
+#elseif canImport(Darwin)
+private func systemKill(_ pid: pid_t, _ signal: Int32) -> Int32 { Darwin.kill(pid, signal) }
 #endif
 import PersistentHeap
 import Synchronization
@@ -185,7 +193,7 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Sends `signal` (SIGKILL by default).
-    public func kill(_ signal: Int32 = SIGKILL) { _ = Glibc.kill(pid, signal) }
+    public func kill(_ signal: Int32 = SIGKILL) { _ = systemKill(pid, signal) }
 
     /// Waits for the child to end and returns its raw wait status.
     @discardableResult

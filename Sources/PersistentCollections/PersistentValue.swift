@@ -1,6 +1,8 @@
 import PersistentHeap
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A type whose values can be kept in persistent containers.

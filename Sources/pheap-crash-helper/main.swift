@@ -8,6 +8,8 @@
 //   pheap-crash-helper slots PATH                open (recovering) the workload's pool, print "SLOT i id" per slot
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import PersistentHeap
 import PHeapTestSupport

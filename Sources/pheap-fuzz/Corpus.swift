@@ -4,6 +4,8 @@
 // rebuilds a case the fuzzer found from the mutation it reported.
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import PersistentCollections
 import PersistentHeap

@@ -15,6 +15,8 @@
 //   pheap-fuzz craft OUT BASE OFFSET VALUE [reseal-logs|reseal-headers]   rebuilds a reported case
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import Dispatch
 import PersistentCollections

@@ -12,6 +12,8 @@
 // carries the durability setting as read back from the system (`config`).
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import GRDB
 import PersistentCollections

@@ -8,6 +8,8 @@
 // domain, measuring the software path alone.
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import PersistentHeap
 import Synchronization

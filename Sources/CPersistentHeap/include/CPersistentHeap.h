@@ -39,6 +39,9 @@ void ph_flush_clflush(const void *p, size_t len);
 static inline void ph_sfence(void) {
 #if defined(__x86_64__)
     __asm__ __volatile__("sfence" ::: "memory");
+#elif defined(__aarch64__)
+    // DSB ISH waits for the preceding DC CVAP/CVAC to complete (the barrier PMDK uses on ARM).
+    __asm__ __volatile__("dsb ish" ::: "memory");
 #else
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
@@ -52,6 +55,8 @@ static inline void ph_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 static inline void ph_pause(void) {
 #if defined(__x86_64__)
     __asm__ __volatile__("pause" ::: "memory");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
 
@@ -158,12 +163,18 @@ int ph_register_thread_exit(void (*destructor)(void *), void *arg);
 
 // MARK: - Constants Swift does not import
 
-int ph_falloc_punch_hole(void);     // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-int ph_map_sync(void);              // MAP_SYNC
-int ph_map_shared_validate(void);   // MAP_SHARED_VALIDATE
+int ph_falloc_punch_hole(void);     // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (macOS: 0)
+int ph_map_sync(void);              // MAP_SYNC (macOS: 0, no DAX)
+int ph_map_shared_validate(void);   // MAP_SHARED_VALIDATE (macOS: MAP_SHARED)
 
-/// fallocate(2) wrapper (the Glibc module does not import it everywhere).
+/// fallocate(2) wrapper (the Glibc module does not import it everywhere). macOS: fails, EOPNOTSUPP.
 int ph_fallocate(int fd, int mode, int64_t offset, int64_t len);
+/// Reserves the file's blocks for [offset, offset+len): posix_fallocate(3) on Linux,
+/// fcntl(F_PREALLOCATE) on macOS. Returns 0 or an errno value.
+int ph_preallocate(int fd, int64_t offset, int64_t len);
+/// After msync: makes the written data reach the media where msync alone does not
+/// (macOS: fcntl(F_FULLFSYNC)); a no-op returning 0 on Linux. Returns 0 or an errno value.
+int ph_full_sync(int fd);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A value guarded by a blocking lock (`pthread_mutex_t`): for slow paths only (lane hand-out,

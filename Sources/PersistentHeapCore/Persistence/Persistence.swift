@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import CPersistentHeap
 
@@ -38,21 +40,32 @@ public final class Persistence: @unchecked Sendable {
     @_spi(Core) public let media: SimulatedMedia?
     /// Base of the mapping (for the simulated domain's line indexes).
     @_spi(Core) public let base: UnsafeMutableRawPointer
+    /// The pool file's descriptor (-1 for a simulated pool): macOS's msync domain follows each
+    /// `msync` with `F_FULLFSYNC` on it.
+    @usableFromInline let fileDescriptor: Int32
 
     @_spi(Core) public init(domain: PersistenceDomain, mapping: PoolMapping, media: SimulatedMedia?) {
         self.domain = domain
         self.base = mapping.base
         self.media = media
+        self.fileDescriptor = mapping.file?.raw ?? -1
         let features = ph_cpu_features()
+        // On aarch64 the shim's "clwb" is DC CVAP and its "clflushopt" DC CVAC (untested here:
+        // compiled for aarch64 in CI, never run; docs/ARCHITECTURE.md §8).
+        #if arch(arm64)
+        let names = ("dc cvap", "dc cvac", "dc cvac")
+        #else
+        let names = ("clwb", "clflushopt", "clflush")
+        #endif
         if features & UInt32(PH_CPU_CLWB) != 0 {
             flushLines = ph_flush_clwb
-            flushInstruction = "clwb"
+            flushInstruction = names.0
         } else if features & UInt32(PH_CPU_CLFLUSHOPT) != 0 {
             flushLines = ph_flush_clflushopt
-            flushInstruction = "clflushopt"
+            flushInstruction = names.1
         } else {
             flushLines = ph_flush_clflush
-            flushInstruction = "clflush"
+            flushInstruction = names.2
         }
     }
 
@@ -171,6 +184,13 @@ public final class Persistence: @unchecked Sendable {
         // durability cannot be promised then, and continuing would silently lose data. (A device
         // error, not a persisted value: the one trap the untrusted-input rules keep on purpose.)
         precondition(err == 0 || err == ENOMEM, "msync failed with errno \(err): the pool cannot be made durable")
+        #if canImport(Darwin)
+        // msync reaches the drive's cache on macOS, not its media (untested here, see above).
+        if fileDescriptor >= 0 {
+            let full = ph_full_sync(fileDescriptor)
+            precondition(full == 0, "fcntl(F_FULLFSYNC) failed with errno \(full): the pool cannot be made durable")
+        }
+        #endif
     }
 }
 

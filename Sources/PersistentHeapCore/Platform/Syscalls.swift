@@ -2,11 +2,26 @@
 // EINTR is retried, failures become `PoolError` with the errno and the pool path.
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import CPersistentHeap
 
+// The C library by its module name (Glibc on Linux, Darwin on macOS), for the calls whose
+// names a method here shadows.
+#if canImport(Glibc)
+@_spi(Core) public typealias FileStatus = Glibc.stat
+@inline(__always) private func systemOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { Glibc.open(path, flags, mode) }
+@inline(__always) private func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
 /// The current `errno`.
 @inline(__always) @_spi(Core) public var currentErrno: Int32 { Glibc.errno }
+#elseif canImport(Darwin)
+@_spi(Core) public typealias FileStatus = Darwin.stat
+@inline(__always) private func systemOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { Darwin.open(path, flags, mode) }
+@inline(__always) private func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+/// The current `errno`.
+@inline(__always) @_spi(Core) public var currentErrno: Int32 { Darwin.errno }
+#endif
 
 /// A raw file descriptor with the operations a pool needs. Not reference counted:
 /// its owner (the `Pool`, or the open that fails) closes it exactly once.
@@ -17,7 +32,7 @@ import CPersistentHeap
     /// Opens `path`. The corresponding C function is `open(2)`.
     @_spi(Core) public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(PoolError) -> FileDescriptor {
         while true {
-            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+            let fd = systemOpen(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return FileDescriptor(raw: fd, path: path) }
             let e = currentErrno
             if e == EINTR { continue }
@@ -26,11 +41,11 @@ import CPersistentHeap
     }
 
     /// Closes the descriptor (`close(2)`); errors are ignored (the descriptor is gone either way).
-    @_spi(Core) public func close() { _ = Glibc.close(raw) }
+    @_spi(Core) public func close() { _ = systemClose(raw) }
 
     /// File status (`fstat(2)`).
-    @_spi(Core) public func stat() throws(PoolError) -> Glibc.stat {
-        var st = Glibc.stat()
+    @_spi(Core) public func stat() throws(PoolError) -> FileStatus {
+        var st = FileStatus()
         if fstat(raw, &st) != 0 { throw PoolError.syscall("fstat", errno: currentErrno, path: path) }
         return st
     }
@@ -45,10 +60,10 @@ import CPersistentHeap
     }
 
     /// Reserves blocks for [offset, offset+length) so later stores through a mapping cannot
-    /// fault with SIGBUS for lack of space (`posix_fallocate(3)`).
+    /// fault with SIGBUS for lack of space (`posix_fallocate(3)`; `F_PREALLOCATE` on macOS).
     @_spi(Core) public func allocateSpace(offset: Int, length: Int) throws(PoolError) {
         guard length > 0 else { return }
-        let r = posix_fallocate(raw, off_t(offset), off_t(length))
+        let r = ph_preallocate(raw, Int64(offset), Int64(length))
         if r == 0 { return }
         // File systems without fallocate support: the space is allocated lazily; accept.
         if r == EOPNOTSUPP || r == ENOSYS { return }
@@ -90,13 +105,16 @@ import CPersistentHeap
         return Array(buffer.prefix(n))
     }
 
-    /// Flushes file data and metadata to the device (`fsync(2)`).
+    /// Flushes file data and metadata to the device (`fsync(2)`; on macOS also
+    /// `F_FULLFSYNC`, since `fsync` there stops at the drive's cache).
     @_spi(Core) public func sync() throws(PoolError) {
         while fsync(raw) != 0 {
             let e = currentErrno
             if e == EINTR { continue }
             throw PoolError.syscall("fsync", errno: e, path: path)
         }
+        let e = ph_full_sync(raw)
+        if e != 0 { throw PoolError.syscall("fcntl(F_FULLFSYNC)", errno: e, path: path) }
     }
 
     /// Takes an advisory lock without waiting (`flock(2)`): exclusive for writers, shared for

@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "PersistentHeap", targets: ["PersistentHeap"]),
         .library(name: "PersistentCollections", targets: ["PersistentCollections"]),
         .executable(name: "pheap", targets: ["pheap"]),
+        .executable(name: "todo", targets: ["todo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,6 +36,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The README's complete example (a to-do list), also the compile test of error-handling shapes.
+        .executableTarget(name: "todo", dependencies: ["PersistentHeap", "PersistentCollections"], path: "Examples/todo"),
         // A helper process for crash tests: runs a workload on a pool file and is killed.
         .executableTarget(name: "pheap-crash-helper", dependencies: ["PersistentHeap", "PHeapTestSupport"]),
         // The mutation fuzzer over real pool images (each case in a child process; CI runs it).
@@ -45,7 +48,7 @@ let package = Package(
         .testTarget(
             name: "PersistentHeapTests",
             dependencies: ["PersistentHeap", "PersistentHeapCore", "PersistentHeapAllocator", "PersistentCollections",
-                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz"]
+                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz", "todo"]
         ),
     ],
     swiftLanguageModes: [.v6]

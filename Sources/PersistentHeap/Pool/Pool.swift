@@ -272,6 +272,36 @@ public final class Pool: @unchecked Sendable {
         }
     }
 
+    /// Opens the pool at `path`, or creates it there if no file exists at `path` — the call an
+    /// application makes at start-up.
+    ///
+    /// ```swift
+    /// let pool = try Pool.openOrCreate(path: "todo.pool", size: 8 << 20, layout: "todo")
+    /// ```
+    ///
+    /// It creates the pool file and nothing else (a missing directory is an error, not made). An
+    /// existing file is opened exactly as ``open(path:layout:options:)`` opens it, with the
+    /// layout check and recovery; it is never replaced, whatever it holds. When another process
+    /// creates the file between the two steps, the one that lost the race opens it.
+    ///
+    /// - Parameters:
+    ///   - size: the initial size if the pool is created (see ``create(path:size:layout:options:)``).
+    ///   - options: used for both; the `create`-only options apply only when the pool is created.
+    ///     With `readOnly`, a missing pool is an error (`fileNotFound`): nothing is created.
+    /// - Throws: what ``open(path:layout:options:)`` and ``create(path:size:layout:options:)`` throw.
+    public static func openOrCreate(path: String, size: Int, layout: String,
+                                    options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
+        do {
+            return try open(path: path, layout: layout, options: options)
+        } catch where error.code == .fileNotFound && !options.readOnly {
+            do {
+                return try create(path: path, size: size, layout: layout, options: options)
+            } catch where error.code == .alreadyExists {
+                return try open(path: path, layout: layout, options: options)
+            }
+        }
+    }
+
     /// Reads and selects a header from the file with `pread` (no mapping: a short file cannot fault).
     static func readHeader(_ fd: FileDescriptor, fileSize: Int) throws(PoolError) -> (PoolHeader, HeaderSelection.Repair) {
         try HeaderSelection.read(fd, fileSize: fileSize)

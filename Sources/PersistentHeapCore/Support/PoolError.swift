@@ -113,7 +113,7 @@ public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
         }
         let what: String
         switch code {
-        case .fileNotFound: what = "no such pool file"
+        case .fileNotFound: what = PoolError.missingDirectory(of: path).map { "the directory \($0) does not exist" } ?? "no such pool file"
         case .isDirectory: what = "is a directory, not a pool file"
         case .permissionDenied: what = "permission denied"
         case .alreadyExists: what = "a file already exists at this path"
@@ -121,6 +121,16 @@ public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
         default: what = "\(call) failed"
         }
         return PoolError(code, what, path: path, errno: err)
+    }
+}
+
+extension PoolError {
+    /// The directory part of `path` when that directory does not exist (why a file in it
+    /// cannot be found or created), else nil.
+    static func missingDirectory(of path: String?) -> String? {
+        guard let path, let slash = path.lastIndex(of: "/") else { return nil }
+        let dir = slash == path.startIndex ? "/" : String(path[..<slash])
+        return access(dir, F_OK) == 0 ? nil : dir
     }
 }
 

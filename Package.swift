@@ -11,24 +11,35 @@ import PackageDescription
 //                            recovery, check (package API only)
 //   PersistentHeap           Pool, pointers, transactions, PMutex (the product)
 //   PersistentCollections    containers, built on PersistentHeap's public API (a product)
+//   PersistentHeapMetrics    the apple/swift-metrics bridge (a product; the core does not depend on it)
 let package = Package(
     name: "PersistentHeap",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PersistentHeap", targets: ["PersistentHeap"]),
         .library(name: "PersistentCollections", targets: ["PersistentCollections"]),
+        .library(name: "PersistentHeapMetrics", targets: ["PersistentHeapMetrics"]),
         .executable(name: "pheap", targets: ["pheap"]),
         .executable(name: "todo", targets: ["todo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(name: "CPersistentHeap"),
         .target(name: "PersistentHeapCore", dependencies: ["CPersistentHeap"]),
         .target(name: "PersistentHeapAllocator", dependencies: ["PersistentHeapCore"]),
-        .target(name: "PersistentHeap", dependencies: ["PersistentHeapCore", "PersistentHeapAllocator"]),
+        .target(name: "PersistentHeap", dependencies: [
+            "PersistentHeapCore", "PersistentHeapAllocator", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "PersistentCollections", dependencies: ["PersistentHeap"]),
+        // The swift-metrics bridge, a product of its own: the core keeps no metrics dependency.
+        .target(name: "PersistentHeapMetrics", dependencies: [
+            "PersistentHeap", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         .executableTarget(
             name: "pheap",
             dependencies: [
@@ -48,7 +59,9 @@ let package = Package(
         .testTarget(
             name: "PersistentHeapTests",
             dependencies: ["PersistentHeap", "PersistentHeapCore", "PersistentHeapAllocator", "PersistentCollections",
-                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz", "todo"]
+                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz", "todo", "PersistentHeapMetrics",
+                           .product(name: "InMemoryLogging", package: "swift-log"),
+                           .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
     ],
     swiftLanguageModes: [.v6]

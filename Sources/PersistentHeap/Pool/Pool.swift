@@ -5,6 +5,7 @@ import Darwin
 #endif
 @_spi(Core) import PersistentHeapCore
 @_spi(Allocator) import PersistentHeapAllocator
+import Logging
 import Synchronization
 
 /// A persistent heap in one file, mapped into memory.
@@ -37,6 +38,8 @@ public final class Pool: @unchecked Sendable {
     /// Log records recovery replayed at open: operations acknowledged before a crash whose
     /// effects a checkpoint had not yet written back in place (0 after a clean close).
     public let recoveredOperations: Int
+    /// Where the pool reports its rare events (``PoolOptions/logger``), or nil.
+    public let logger: Logger?
     /// This session's number (the count of read-write opens); persistent mutexes compare against it.
     private(set) var session: UInt64 = 0
 
@@ -69,8 +72,9 @@ public final class Pool: @unchecked Sendable {
     public var simulatedMedia: SimulatedMedia? { persistence.media }
 
     private init(path: String?, mapping: PoolMapping, header: PoolHeader, domain: PersistenceDomain,
-                 media: SimulatedMedia?, readOnly: Bool, repair: HeaderSelection.Repair) throws(PoolError) {
+                 media: SimulatedMedia?, readOnly: Bool, repair: HeaderSelection.Repair, logger: Logger?) throws(PoolError) {
         self.path = path
+        self.logger = logger
         self.mapping = mapping
         self.header = header
         maxRequest = Int(header.maxSize)
@@ -113,6 +117,7 @@ public final class Pool: @unchecked Sendable {
             persistence.persist(offset: Format.statePageOffset, count: 16)
         }
         session = bytes.u64(StateField.session)
+        logOpen(domain: domain)
         installCallbacks()
         LaneRegistry.register(poolID, lanes)
         lanes.onRelease = { [heap, txStates] lane in
@@ -151,7 +156,7 @@ public final class Pool: @unchecked Sendable {
             let domain = chooseDomain(options.durability, mapSync: m.mapSync)
             let persistence = Persistence(domain: domain, mapping: m, media: nil)
             format(m.bytes, header: header, persistence: persistence)
-            return try Pool(path: path, mapping: m, header: header, domain: domain, media: nil, readOnly: false, repair: .none)
+            return try Pool(path: path, mapping: m, header: header, domain: domain, media: nil, readOnly: false, repair: .none, logger: options.logger)
         } catch {
             // Nothing of value was written yet: remove the partial file.
             unlink(path)
@@ -169,7 +174,7 @@ public final class Pool: @unchecked Sendable {
         let media = SimulatedMedia(mapping: mapping, size: poolSize)
         let persistence = Persistence(domain: .simulated, mapping: mapping, media: media)
         format(mapping.bytes, header: header, persistence: persistence)
-        return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media, readOnly: false, repair: .none)
+        return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media, readOnly: false, repair: .none, logger: options.logger)
     }
 
     /// Opens a simulated pool from a crash image (or any pool image), running recovery on it.
@@ -187,7 +192,7 @@ public final class Pool: @unchecked Sendable {
         let media = SimulatedMedia(mapping: mapping, size: poolSize, durableImage: image)
         media.onFence = onFence
         return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media,
-                        readOnly: options.readOnly, repair: repair)
+                        readOnly: options.readOnly, repair: repair, logger: options.logger)
     }
 
     static func makeHeader(size: Int, layout: String, options: PoolOptions, path: String?) throws(PoolError) -> PoolHeader {
@@ -265,7 +270,7 @@ public final class Pool: @unchecked Sendable {
                                     writable: !readOnly, trySync: options.durability == .automatic)
             mapping = m
             return try Pool(path: path, mapping: m, header: header, domain: chooseDomain(options.durability, mapSync: m.mapSync),
-                            media: nil, readOnly: readOnly, repair: repair)
+                            media: nil, readOnly: readOnly, repair: repair, logger: options.logger)
         } catch {
             if let mapping { mapping.release() } else { fd.close() }
             throw error
@@ -362,7 +367,9 @@ public final class Pool: @unchecked Sendable {
             // Page-cache backed mappings also need the file's metadata on disk.
             try? file.sync()
         }
+        persistence.media?.detach()
         mapping.release()
+        logger?.debug("pool closed", metadata: logMetadata)
     }
 
     /// Whether ``close()`` was called.
@@ -435,6 +442,8 @@ public final class Pool: @unchecked Sendable {
         persistence.media?.grow(to: newSize)
         heap.prewriteGrowth(from: old, to: newUnits, header: header)
         writeHeader(poolSize: newSize)
+        logger?.info("pool grown", metadata: logMetadata.merging(
+            ["pheap.from": "\(heapOffset + old << Format.unitShift)", "pheap.to": "\(newSize)"]) { a, _ in a })
         return newUnits
     }
 
@@ -444,5 +453,28 @@ public final class Pool: @unchecked Sendable {
         writeHeader(poolSize: newSize)
         try mapping.shrink(to: newSize)
         persistence.media?.shrink(to: newSize)
+        logger?.info("pool shrunk", metadata: logMetadata.merging(["pheap.to": "\(newSize)"]) { a, _ in a })
+    }
+
+    /// The metadata of every event: the pool's path (or "simulated").
+    var logMetadata: Logger.Metadata { ["pheap.pool": "\(path ?? "simulated")"] }
+
+    /// The open's events: an unclean previous shutdown, records replayed, a header repaired.
+    private func logOpen(domain: PersistenceDomain) {
+        guard let logger else { return }
+        let meta = logMetadata
+        if !previousShutdownWasClean {
+            logger.warning("pool was not closed cleanly (a crash or a kill): recovery ran",
+                           metadata: meta.merging(["pheap.replayed": "\(recoveredOperations)"]) { a, _ in a })
+        }
+        if recoveredOperations > 0 {
+            logger.notice("recovery replayed \(recoveredOperations) log record(s)",
+                          metadata: meta.merging(["pheap.replayed": "\(recoveredOperations)"]) { a, _ in a })
+        }
+        if repairedHeader {
+            logger.warning("a damaged header copy was rewritten from the other copy", metadata: meta)
+        }
+        logger.debug("pool opened", metadata: meta.merging(
+            ["pheap.domain": "\(domain.rawValue)", "pheap.size": "\(heap.poolEnd)", "pheap.readOnly": "\(isReadOnly)"]) { a, _ in a })
     }
 }

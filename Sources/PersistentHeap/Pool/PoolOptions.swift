@@ -1,6 +1,7 @@
 /// Options for creating and opening pools.
 @_spi(Core) import PersistentHeapCore
 @_spi(Allocator) import PersistentHeapAllocator
+import Logging
 
 public struct PoolOptions: Sendable {
     /// How stores are made durable.
@@ -32,8 +33,21 @@ public struct PoolOptions: Sendable {
     /// Default: one per 256 KiB of initial size, between 2 and 64.
     public var laneCount: Int?
 
+    /// Where the pool reports its rare events (apple/swift-log), or nil for none (the default).
+    ///
+    /// Never on a hot path — only at open, growth, shrink and close:
+    /// - `warning` "pool was not closed cleanly (a crash or a kill): recovery ran";
+    /// - `warning` "a damaged header copy was rewritten from the other copy";
+    /// - `notice` "recovery replayed N log record(s)";
+    /// - `info` "pool grown" (`pheap.from`, `pheap.to` in bytes), "pool shrunk" (`pheap.to`);
+    /// - `debug` "pool opened" (domain, size, read-only), "pool closed".
+    ///
+    /// Every event carries `pheap.pool`, the pool's path.
+    public var logger: Logger?
+
     public init(durability: Durability = .automatic, readOnly: Bool = false, maxSize: Int? = nil,
-                growthStep: Int? = nil, laneCount: Int? = nil) {
+                growthStep: Int? = nil, laneCount: Int? = nil, logger: Logger? = nil) {
+        self.logger = logger
         self.durability = durability
         self.readOnly = readOnly
         self.maxSize = maxSize

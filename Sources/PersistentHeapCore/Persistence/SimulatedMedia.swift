@@ -28,6 +28,8 @@ public final class SimulatedMedia: @unchecked Sendable {
         @_spi(Core) public var size: Int
         @_spi(Core) public var pending: [Int: Line] = [:]
         @_spi(Core) public var fences = 0
+        /// Set when the pool's memory is unmapped (close): the durable image is all there is.
+        @_spi(Core) public var detached = false
     }
 
     private let current: UnsafeMutableRawPointer
@@ -101,6 +103,12 @@ public final class SimulatedMedia: @unchecked Sendable {
         }
     }
 
+    /// The pool closed and its memory is about to be unmapped: from now on a crash image is the
+    /// durable image (reading the unmapped memory would fault).
+    @_spi(Core) public func detach() {
+        state.withLock { $0.detached = true }
+    }
+
     /// Shrinks the media (the pool gave back its tail).
     @_spi(Core) public func shrink(to newSize: Int) {
         state.withLock { s in
@@ -121,6 +129,7 @@ public final class SimulatedMedia: @unchecked Sendable {
                 buf.baseAddress!.update(from: s.durable.assumingMemoryBound(to: UInt8.self), count: s.size)
                 n = s.size
             }
+            if s.detached { return image }
             image.withUnsafeMutableBytes { img in
                 let out = img.baseAddress!
                 for line in 0..<(s.size >> 6) {

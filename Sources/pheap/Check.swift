@@ -3,7 +3,7 @@ import PersistentCollections
 import PersistentHeap
 
 /// `pheap check PATH [--json]`
-struct Check: ParsableCommand {
+struct Check: ParsableCommand, PoolCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a pool's whole heap for consistency.",
         discussion: """
@@ -15,6 +15,7 @@ struct Check: ParsableCommand {
             """)
 
     @OptionGroup var pool: PoolPath
+    var poolPath: String { pool.path }
 
     @Option(help: "Layout name to open the pool with (default: the one in its header).")
     var layout: String?
@@ -34,12 +35,28 @@ struct Check: ParsableCommand {
         let stats: PoolStats
     }
 
+    /// Opens the pool; a pool another process writes gets a statement of why it cannot be
+    /// checked. (A `let` assigned in `do` with a `catch … where` crashes swift-frontend 6.3.1
+    /// here: "Found ownership error?!" — hence a function that returns.)
+    func open(layout: String) throws -> Pool {
+        do {
+            return try Pool.open(path: pool.path, layout: layout, options: PoolOptions(readOnly: readOnly))
+        } catch {
+            guard error.code == .poolBusy else { throw error }
+            // A copy of a pool being written is not a consistent image (its pages are read at
+            // different moments): no snapshot check is offered.
+            throw CommandFailure(message: "\(pool.path): in use by another process (open for writing); "
+                + "a check needs a consistent image, which a running writer does not leave on disk: "
+                + "check after it closes the pool (or after a crash: recovery runs first)", code: 1)
+        }
+    }
+
     func run() throws {
         let layout = try self.layout ?? PoolInfo.read(path: pool.path).layout
         if deep && layout != KVStore.layout {
             throw CommandFailure(message: "\(pool.path): --deep knows the containers of \(KVStore.layout) pools only; this pool has layout \"\(layout)\"", code: 1)
         }
-        let p = try Pool.open(path: pool.path, layout: layout, options: PoolOptions(readOnly: readOnly))
+        let p = try open(layout: layout)
         defer { try? p.close() }
         let report = try p.check()
         var findings = report.findings

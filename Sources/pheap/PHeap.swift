@@ -27,12 +27,19 @@ struct PHeap: ParsableCommand {
         do {
             try command.run()
         } catch let error as PoolError {
+            // One format everywhere: `pheap: PATH: message` — errors raised inside the heap carry
+            // no path of their own.
+            if error.path == nil, let path = (command as? PoolCommand)?.poolPath {
+                fail("\(PoolError(error.code, error.message, path: path, errno: error.errno))", code: 1)
+            }
             fail("\(error)", code: 1)
         } catch let error as CommandFailure {
             fail(error.message, code: error.code)
         } catch let error as ExitCode {
             Foundation.exit(error.rawValue)
         } catch {
+            // `--help` and `help` run a command that "fails" with a clean exit: print the help.
+            if exitCode(for: error) == .success { exit(withError: error) }
             let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             fail(message, code: 1)
         }
@@ -56,12 +63,39 @@ struct PoolPath: ParsableArguments {
     var path: String
 }
 
-/// A byte size written like `4096`, `64KiB`, `64MiB`, `1GiB` (also K/M/G/T, and KB/MB/GB/TB in powers of 1000).
-struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
+/// A command working on one pool file: its errors are prefixed with that path.
+protocol PoolCommand {
+    var poolPath: String { get }
+}
+
+/// A byte size written like `4096`, `64KiB`, `64MiB`, `1GiB` (K/M/G/T and KiB/MiB/GiB/TiB are
+/// powers of 1024; KB/MB/GB/TB powers of 1000; case does not matter).
+struct ByteSize: CustomStringConvertible {
     let bytes: Int
 
-    init?(argument: String) {
+    /// What `--help` says about sizes.
+    static let syntax = "K/M/G/T or KiB/MiB/GiB/TiB = powers of 1024, KB/MB/GB/TB = powers of 1000"
+
+    /// A parse error that says what is wrong with the text.
+    struct Invalid: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Parses `argument` for an ArgumentParser option: a clear error for negative, zero,
+    /// unknown-unit and overflowing sizes (`allowZero` for the growth step).
+    static func parse(_ argument: String, allowZero: Bool = false) throws -> ByteSize {
         let s = argument.trimmingCharacters(in: .whitespaces)
+        if s.hasPrefix("-") { throw Invalid(description: "a size cannot be negative") }
+        guard let size = ByteSize(text: s) else {
+            throw Invalid(description: "not a size: write a number with an optional unit (\(syntax))")
+        }
+        if size.bytes == 0 && !allowZero { throw Invalid(description: "a size must be greater than zero") }
+        return size
+    }
+
+    init(bytes: Int) { self.bytes = bytes }
+
+    init?(text s: String) {
         let digits = s.prefix { $0.isNumber }
         guard !digits.isEmpty, let n = Int(digits) else { return nil }
         let unit = s.dropFirst(digits.count).trimmingCharacters(in: .whitespaces).lowercased()
@@ -93,10 +127,10 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-/// `1.5 MiB`-style rendering of a byte count.
+/// `1.5 MiB`-style rendering of a byte count (IEC units).
 func humanBytes(_ n: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
     var v = Double(n), i = 0
-    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    while abs(v) >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
     return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
 }

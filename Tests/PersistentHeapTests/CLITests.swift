@@ -143,9 +143,22 @@ struct CLITests {
         }
         expectCleanFailure(try pheap("check", busy), "check of a pool in use")
         expectCleanFailure(try pheap("stats", busy), "stats of a pool in use")
-        #expect(try pheap("info", busy).code == 0, "info works on a pool in use")
+        let info = try pheap("info", busy)
+        #expect(info.code == 0, "info works on a pool in use")
+        #expect(info.out.contains("state:       in use by another process (open for writing)"), "\(info.out)")
+        #expect(try pheap("info", busy, "--json").out.contains("\"inUse\":true"))
+        // A read-only check of a pool being written says why it cannot be done.
+        let roBusy = try pheap("check", busy, "--read-only")
+        expectCleanFailure(roBusy, "read-only check of a pool in use")
+        #expect(roBusy.err.contains("in use by another process") && roBusy.err.contains("check after it closes"), "\(roBusy.err)")
         holder.kill()
         holder.wait()
+        // Killed: the same file is now "not closed cleanly", and no longer in use.
+        let crashed = try pheap("info", busy)
+        #expect(crashed.out.contains("state:       not closed cleanly (crashed or killed)"), "\(crashed.out)")
+        #expect(try pheap("info", busy, "--json").out.contains("\"inUse\":false"))
+        #expect(try pheap("check", busy).code == 0)
+        #expect(try pheap("info", busy).out.contains("state:       clean (closed)"))
     }
 
     @Test("bad arguments: one line pointing at the subcommand's help")
@@ -163,5 +176,52 @@ struct CLITests {
         expectCleanFailure(try pheap("kv", path, "load", tsv), "a malformed TSV line")
         expectCleanFailure(try pheap("kv", path, "load", dir.file("nope.tsv")), "a missing TSV file")
         expectCleanFailure(try pheap("frobnicate"), "unknown subcommand")
+
+        // Sizes: units as documented, clear errors for negative, zero and inconsistent ones.
+        for (args, message) in [(["--size", "-5MiB"], "a size cannot be negative"),
+                                (["--size", "0"], "a size must be greater than zero"),
+                                (["--size", "1MiB", "--max-size", "512KiB"], "--max-size 512.0 KiB is below --size 1.0 MiB"),
+                                (["--size", "1MiB", "--growth-step", "-1"], "a size cannot be negative")] {
+            let r = try pheap(["create", path, "--layout", "x"] + args)
+            expectCleanFailure(r, "create \(args)")
+            #expect(r.err.contains(message) && r.err.contains("(see 'pheap create --help')"), "\(r.err)")
+        }
+        let units = dir.file("units.pool")
+        let decimal = try pheap("create", units, "--size", "2MB", "--layout", "x", "--max-size", "1GiB")
+        #expect(decimal.code == 0, "\(decimal.err)")
+        #expect(try PoolInfo.read(path: units).size == 2_000_000 / 4096 * 4096)
+        #expect(try PoolInfo.read(path: units).maxSize == 1 << 30)
+        #expect(try pheap("create", "--help").out.contains("KB/MB/GB/TB = powers of 1000"))
+    }
+
+    @Test("--help works for every subcommand, exits 0, and keeps lines within 80 columns")
+    func help() throws {
+        for sub in ["", "create", "info", "check", "stats", "kv", "demo"] {
+            let r = try pheap(sub.isEmpty ? ["--help"] : [sub, "--help"])
+            #expect(r.code == 0, "\(sub) --help: \(r.err)")
+            #expect(r.out.hasPrefix("OVERVIEW: "), "\(sub) --help: \(r.out.prefix(200))")
+            #expect(r.err.isEmpty)
+            // (ArgumentParser's generated USAGE line is one line whatever its length.)
+            for line in r.out.split(separator: "\n") where !line.hasPrefix("USAGE: ") {
+                #expect(line.count <= 80, "\(sub) --help: \(line)")
+            }
+        }
+        // The kv actions table is not wrapped mid-line.
+        let kv = try pheap("kv", "--help").out
+        #expect(kv.contains("  load FILE         bulk-load KEY<TAB>VALUE lines: runs of --run lines\n"), "\(kv)")
+    }
+
+    @Test("errors from inside the heap carry the pool's path like every other error")
+    func errorFormat() throws {
+        let path = dir.file("format.pool")
+        try Pool.create(path: path, size: 1 << 20, layout: "x").close()
+        let pool = try Pool.open(path: path, layout: "x")
+        let p = try pool.allocate(bytes: 64)
+        try pool.free(p)
+        let e = #expect(throws: PoolError.self) { try pool.free(p) }
+        #expect(e?.code == .invalidFree)
+        #expect(e?.path == path)
+        #expect(e?.description.hasPrefix("\(path): ") == true, "\(String(describing: e))")
+        try pool.close()
     }
 }

@@ -156,7 +156,7 @@ extension Pool {
     public func free(_ p: PRawPointer) throws(PoolError) {
         guard !p.isNull else { return }
         try checkWritable()
-        try allocator.free(Int(truncatingIfNeeded: p.offset))
+        do { try allocator.free(Int(truncatingIfNeeded: p.offset)) } catch { throw error.path == nil ? PoolError(error.code, error.message, path: path, errno: error.errno) : error }
     }
 
     /// Frees the block `slot` points at and sets `slot` to null, **atomically**. A null slot is

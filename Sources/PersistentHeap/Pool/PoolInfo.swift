@@ -23,8 +23,13 @@ public struct PoolInfo: Sendable, Equatable, Codable {
     /// The persistence domain: the one in use for an open pool; for a file read by
     /// ``read(path:)``, the one `open` would choose.
     public var domain: String
-    /// "clean" when the last session closed the pool; "dirty" when it is open or crashed.
+    /// "clean" when the last session closed the pool; "dirty" when it is open or crashed
+    /// (``inUse`` tells which).
     public var state: String
+    /// Whether a process (this one included) has the pool open for writing. Set by
+    /// ``read(path:)``, which probes the writer's lock without waiting; true for ``Pool/info``.
+    /// A dirty pool not in use was not closed cleanly: a crash or a kill, recovered at the next open.
+    public var inUse: Bool
     /// Pool offset of the root object, 0 when there is none.
     public var rootOffset: UInt64
     /// Creation time, seconds since 1970.
@@ -40,7 +45,15 @@ public struct PoolInfo: Sendable, Equatable, Codable {
     /// segments' unit tables (proportional to the current size, not to the maximum).
     public var metadataBytes: Int
 
-    init(header h: PoolHeader, domain: String, state: UInt64, root: UInt64) {
+    /// The state in words: clean, in use, or not closed cleanly.
+    public var stateDescription: String {
+        if state == "clean" { return "clean (closed)" }
+        return inUse ? "in use by another process (open for writing)"
+            : "not closed cleanly (crashed or killed): recovery runs at the next open"
+    }
+
+    init(header h: PoolHeader, domain: String, state: UInt64, root: UInt64, inUse: Bool) {
+        self.inUse = inUse
         layout = h.layout
         version = "\(h.major).\(h.minor)"
         size = Int(h.poolSize)
@@ -77,7 +90,11 @@ public struct PoolInfo: Sendable, Equatable, Codable {
         }
         let state = StatePage(try fd.read(count: StatePage.size, at: Format.statePageOffset))
         let domain = Pool.chooseDomain(.automatic, mapSync: false)
-        return PoolInfo(header: header, domain: domain.rawValue, state: state.shutdown, root: state.root)
+        // A writer holds an exclusive lock: a shared one is refused while it runs (the probe
+        // is released when `fd` closes; a writer opening at this instant waits ≤ 20 ms for it).
+        var inUse = false
+        do { try fd.lock(exclusive: false) } catch { inUse = error.code == .poolBusy }
+        return PoolInfo(header: header, domain: domain.rawValue, state: state.shutdown, root: state.root, inUse: inUse)
     }
 }
 
@@ -86,7 +103,7 @@ extension Pool {
     public var info: PoolInfo {
         PoolInfo(header: currentHeader, domain: persistence.domain.rawValue,
                  state: isClosed ? ShutdownState.clean : bytes.u64(StateField.shutdown),
-                 root: isClosed ? 0 : bytes.u64(StateField.rootSlot))
+                 root: isClosed ? 0 : bytes.u64(StateField.rootSlot), inUse: !isClosed && !isReadOnly)
     }
 
     /// The layout name.

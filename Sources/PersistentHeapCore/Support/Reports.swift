@@ -73,3 +73,36 @@ public struct CheckReport: Sendable, Codable, Equatable {
     }
 }
 
+
+/// One extent of a pool's address space, as ``Pool/heapMap()`` reports it (what `pheap stats`
+/// draws).
+public struct HeapExtent: Sendable, Codable, Equatable {
+    /// What an extent holds.
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        /// Headers, the state page, the lanes' logs and the segments' unit tables.
+        case metadata
+        /// Free space.
+        case free
+        /// One large object (a whole extent of units).
+        case object
+        /// A run of small blocks of one size class (``HeapExtent/fill`` of them allocated).
+        case run
+    }
+
+    /// What the extent holds.
+    public var kind: Kind
+    /// Its first byte, as an offset in the pool.
+    public var offset: Int
+    /// Its length in bytes.
+    public var length: Int
+    /// The allocated fraction: 1 for an object, 0 for free space and metadata, the share of
+    /// allocated blocks for a run.
+    public var fill: Double
+
+    @_spi(Core) public init(kind: Kind, offset: Int, length: Int, fill: Double) {
+        self.kind = kind
+        self.offset = offset
+        self.length = length
+        self.fill = fill
+    }
+}

@@ -34,6 +34,15 @@ let package = Package(
             ],
             path: "Sources/kv-compare"
         ),
+        // The README's "what it costs" table (./cost-table builds it debug and release).
+        .executableTarget(
+            name: "cost-table",
+            dependencies: [
+                .product(name: "PersistentHeap", package: root),
+                .product(name: "PersistentCollections", package: root),
+            ],
+            path: "Sources/cost-table"
+        ),
         .executableTarget(
             name: "AllocatorBenchmarks",
             dependencies: [

@@ -17,12 +17,12 @@ import PersistentHeap
 /// ```
 ///
 /// Reads throw: the array lives in a file, and a damaged file makes a read fail with
-/// ``PoolError/Code/corrupted`` instead of crashing the process. That is why the handle is not a
+/// `PoolError.Code.corrupted` instead of crashing the process. That is why the handle is not a
 /// Swift `Collection` (whose requirements cannot throw): use ``count``, the throwing
 /// ``subscript(_:)``, ``forEach(_:)``, ``elements()`` (a copy) or an ``Iterator``.
 ///
 /// Thread safety: concurrent reads are safe; a thread changing the array must not race with
-/// others using it (guard it with a ``PMutex``).
+/// others using it (guard it with a `PMutex`).
 public struct PersistentArray<Element: PersistentValue>: PersistentContainer {
     /// The stored form of an element (the element itself for bitwise-copyable types).
     public typealias Stored = Element.Stored

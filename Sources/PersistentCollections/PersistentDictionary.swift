@@ -11,22 +11,26 @@ import PersistentHeap
 /// and each later change moves up to 16 entries from the old table, which is freed once empty;
 /// lookups consult both meanwhile.
 ///
-/// Reads throw (``PoolError/Code/corrupted`` for a damaged pool, never a crash), so the map is
+/// Reads throw (`PoolError.Code.corrupted` for a damaged pool, never a crash), so the map is
 /// not a Swift `Sequence`: iterate with ``forEach(_:)``, an ``Iterator`` or ``entries()`` (a copy).
 ///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map
-/// (guard it with a ``PMutex``).
+/// (guard it with a `PMutex`).
 public struct PersistentDictionary<Key: PersistentKey, Value: PersistentValue>: PersistentContainer {
     /// The persistent header.
     @frozen
     public struct Header: BitwiseCopyable {
+        /// The bucket table.
         public var table: PRawPointer
+        /// Buckets in `table` (a power of two).
         public var capacity: Int
+        /// Entries in the map.
         public var count: Int
         /// Full and tombstone buckets of `table`.
         public var used: Int
         /// The table being migrated away from, or null.
         public var old: PRawPointer
+        /// Buckets in `old`.
         public var oldCapacity: Int
         /// Buckets of `old` already migrated (those below this index are ignored).
         public var moved: Int

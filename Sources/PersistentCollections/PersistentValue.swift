@@ -30,7 +30,7 @@ public protocol PersistentValue {
     /// values: their bytes; `String`: its UTF-8.
     static func withEncodedBytes<R>(_ value: Self, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
     /// The value back from the bytes `withEncodedBytes` gave (read from a pool: untrusted —
-    /// throw ``PoolError/Code/corrupted`` for bytes that cannot be one).
+    /// throw `PoolError.Code.corrupted` for bytes that cannot be one).
     static func decode(_ bytes: ByteView, in pool: Pool) throws -> Self
     /// The deep check of encoded bytes read from a sorted map: records in `check` what is wrong
     /// with them or with what they refer to (a nested container). Default: that they decode.
@@ -93,8 +93,11 @@ extension PersistentKey {
     public static func withComparator<R>(_ key: Self, in pool: Pool, _ body: ((Stored) throws -> Int) throws -> R) throws -> R {
         try body { try compare(key, $0, in: pool) }
     }
+    /// No order prefix by default (0): keys are compared in full.
     public static func orderPrefix(_ key: Self) -> UInt64 { 0 }
+    /// No order prefix by default (0): keys are compared in full.
     public static func orderPrefix(stored: Stored) -> UInt64 { 0 }
+    /// By default a key's encoded bytes are not in its order.
     public static var encodingIsOrdered: Bool { false }
     public static func compareKeys(_ a: Self, _ b: Self) -> Int {
         withEncodedBytes(a) { x in withEncodedBytes(b) { y in compareBytes(x, y) } }
@@ -119,20 +122,24 @@ public func compareBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointe
 extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored == Self {
     /// The top 56 bits of the value widened to 64 bits, sign bit flipped for signed types
     /// (an order-preserving transform).
+    /// The first 7 bytes of the big-endian, sign-flipped encoding: equal-ordered with the key.
     @inlinable public static func orderPrefix(_ key: Self) -> UInt64 {
         let wide = Self.isSigned ? UInt64(bitPattern: Int64(truncatingIfNeeded: key)) ^ (1 << 63) : UInt64(truncatingIfNeeded: key)
         return wide >> 8
     }
+    /// The order prefix of a stored key (the key itself).
     @inlinable public static func orderPrefix(stored: Self) -> UInt64 { orderPrefix(stored) }
 
     /// Integers are encoded big-endian (signed ones with the sign bit flipped): their unsigned
     /// byte order is their numeric order, so a sorted map compares them as bytes.
     @inlinable public static var encodingIsOrdered: Bool { true }
+    /// Calls `body` with the key's big-endian, sign-flipped bytes.
     @inlinable
     public static func withEncodedBytes<R>(_ value: Self, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         let flipped = isSigned ? value ^ (Self(1) << (Self.bitWidth - 1)) : value
         return try withUnsafeBytes(of: flipped.bigEndian, body)
     }
+    /// The key back from its encoded bytes (exactly its size, else `corrupted`).
     @inlinable
     public static func decode(_ bytes: ByteView, in pool: Pool) throws -> Self {
         guard bytes.count == MemoryLayout<Self>.size else {
@@ -144,8 +151,11 @@ extension PersistentKey where Self: FixedWidthInteger & BitwiseCopyable, Stored 
 }
 
 extension PersistentValue where Self: BitwiseCopyable, Stored == Self {
+    /// A bitwise value is its own stored form.
     @inlinable public static func store(_ value: Self, in tx: Transaction) throws -> Self { value }
+    /// A bitwise value is its own stored form.
     @inlinable public static func load(_ stored: Self, from pool: Pool) throws -> Self { stored }
+    /// A bitwise value owns nothing to free.
     @inlinable public static func release(_ stored: Self, in tx: Transaction) throws {}
 }
 
@@ -160,12 +170,14 @@ public func persistentHashBytes(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
 }
 
 extension PersistentKey where Self: BitwiseCopyable & Comparable, Stored == Self {
+    /// -1, 0 or 1 as `key` is below, equal to or above `stored` (numeric order).
     @inlinable public static func compare(_ key: Self, _ stored: Self, in pool: Pool) throws -> Int {
         key < stored ? -1 : (key == stored ? 0 : 1)
     }
     @inlinable public static func persistentHash(_ key: Self) -> UInt64 {
         withUnsafeBytes(of: key) { persistentHashBytes($0) }
     }
+    /// The persistent hash of a stored key (the key itself).
     @inlinable public static func persistentHash(stored: Self, in pool: Pool) throws -> UInt64 {
         persistentHash(stored)
     }

@@ -31,8 +31,10 @@ public struct PoolMetrics: Sendable {
     /// Creates the pool's metrics in `factory` (default: the bootstrapped `MetricsSystem`).
     ///
     /// - Parameters:
+    ///   - pool: the pool whose figures are exported.
     ///   - label: the prefix of every label (`pheap` gives `pheap_fences_total`).
     ///   - dimensions: added to every metric, e.g. `[("pool", "orders")]`.
+    ///   - factory: the metrics backend (default: the one `MetricsSystem.bootstrap` installed).
     public init(_ pool: Pool, label: String = "pheap", dimensions: [(String, String)] = [],
                 factory: any MetricsFactory = MetricsSystem.factory) {
         self.pool = pool
@@ -56,7 +58,7 @@ public struct PoolMetrics: Sendable {
     /// Records the pool's current size, bytes allocated and free, live objects, largest free
     /// extent and fragmentation as gauges.
     ///
-    /// Cost: one ``Pool/stats()`` — a walk of the heap's metadata (unit tables and run headers,
+    /// Cost: one `Pool.stats()` — a walk of the heap's metadata (unit tables and run headers,
     /// not the objects), proportional to the pool's size; call it from a timer, not per operation.
     public func recordPoolState() throws(PoolError) {
         let s = try pool.stats()
@@ -70,7 +72,7 @@ public struct PoolMetrics: Sendable {
 
     /// Runs `body` and adds the persistence work it did on this thread — fences (and how many of
     /// them were checkpoints'), flushed lines, msyncs, checkpoints — to the counters, and one to
-    /// `operations_total`. The counters are the calling thread's (``PersistenceCounters``), so
+    /// `operations_total`. The counters are the calling thread's (`PersistenceCounters`), so
     /// work `body` hands to other threads is not counted.
     @discardableResult
     public func measure<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
@@ -79,7 +81,7 @@ public struct PoolMetrics: Sendable {
         return try body()
     }
 
-    /// Adds a difference of ``PersistenceCounters`` (taken with `since(_:)`) to the counters and
+    /// Adds a difference of `PersistenceCounters` (taken with `since(_:)`) to the counters and
     /// counts one operation.
     public func record(_ delta: PersistenceCounters) {
         fences.increment(by: Int64(clamping: delta.fences))

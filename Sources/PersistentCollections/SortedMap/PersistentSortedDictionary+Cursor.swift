@@ -5,7 +5,7 @@ extension PersistentSortedDictionary {
     /// read the entry there — decoded (``key``, ``value``) or in place (``withCurrent(_:)``).
     ///
     /// A cursor is valid while the map does not change: every step checks the map's change
-    /// counter and throws ``PoolError/Code/invalidArgument`` if the map changed since the cursor
+    /// counter and throws `PoolError.Code.invalidArgument` if the map changed since the cursor
     /// was positioned (seek again). Inside a transaction it reads through the transaction (its
     /// own writes included).
     ///

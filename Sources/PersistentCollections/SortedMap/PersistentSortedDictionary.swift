@@ -25,12 +25,12 @@ import PersistentHeap
 ///
 /// Removal rebalances (a node below a quarter full merges with a sibling or takes entries from
 /// it), and an emptied tree returns its nodes to the heap. Reads throw
-/// (``PoolError/Code/corrupted`` for a damaged pool, never a crash), so the map is not a Swift
+/// (`PoolError.Code.corrupted` for a damaged pool, never a crash), so the map is not a Swift
 /// `Sequence`: iterate with ``forEach(from:to:_:)``, an ``Iterator``, a ``Cursor`` or
 /// ``scan(from:to:limit:)``.
 ///
 /// Thread safety: concurrent reads are safe; changes must not race with other users of the map
-/// (guard it with a ``PMutex``).
+/// (guard it with a `PMutex`).
 public struct PersistentSortedDictionary<Key: PersistentKey, Value: PersistentValue>: PersistentContainer {
     /// The persistent header.
     @frozen

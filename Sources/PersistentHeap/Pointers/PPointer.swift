@@ -1,3 +1,6 @@
+@_spi(Core) import PersistentHeapCore
+@_spi(Allocator) import PersistentHeapAllocator
+
 /// A typed persistent pointer: an 8-byte offset from the start of the pool, 0 meaning null.
 ///
 /// Because it is an offset, a `PPointer` stays valid when the pool is mapped at another
@@ -9,9 +12,7 @@
 /// their addresses mean nothing after the process ends.)
 ///
 /// Dereference through the pool: ``Pool/load(_:)``, ``Pool/store(_:at:)``,
-/// ``Pool/withMutable(_:_:)`` (checked), or ``Pool/unsafeAddress(of:)`` (unchecked fast path).
-@_spi(Core) import PersistentHeapCore
-@_spi(Allocator) import PersistentHeapAllocator
+/// ``Pool/withMutable(_:_:)`` (checked), or ``Pool/unsafeAddress(of:)->UnsafeMutablePointer<T>`` (unchecked fast path).
 
 @frozen
 public struct PPointer<Pointee: BitwiseCopyable>: BitwiseCopyable, Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -66,8 +67,11 @@ public struct PRawPointer: BitwiseCopyable, Hashable, Comparable, Sendable, Cust
     /// Byte offset from the start of the pool; 0 is null.
     public var offset: UInt64
 
+    /// A pointer to the given pool offset.
     @inlinable public init(offset: UInt64) { self.offset = offset }
+    /// The null pointer (offset 0).
     @inlinable public static var null: PRawPointer { PRawPointer(offset: 0) }
+    /// Whether this is the null pointer.
     @inlinable public var isNull: Bool { offset == 0 }
 
     /// The pointer `n` bytes further (wrapping; validated when dereferenced, see

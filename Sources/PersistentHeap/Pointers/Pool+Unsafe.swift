@@ -7,7 +7,7 @@
 
 extension Pool {
     /// Calls `body` with the address of `count` elements at `p` (validated: inside the heap,
-    /// aligned). Stores through it are not durable until persisted (``persist(_:count:)``).
+    /// aligned). Stores through it are not durable until persisted (``persist(_:count:)-(PRawPointer,_)``).
     /// - Throws: `readOnly` on a read-only pool (its mapping cannot be written: use
     ///   ``withUnsafePointer(to:count:_:)`` to read), `invalidPointer`, `invalidArgument`, `closed`.
     /// - Warning: Do not let the pointer escape `body`, nor use it after ``close()``.

@@ -22,7 +22,7 @@
 ///
 /// A reservation is a token: copying it does not copy the space. It is valid on the thread that
 /// made it, until it is published or cancelled; using it afterwards (or from another thread)
-/// throws ``PoolError/Code/invalidArgument``.
+/// throws `PoolError.Code.invalidArgument`.
 public struct PReservation: Hashable, Sendable, CustomStringConvertible {
     /// Where the block will be: write its contents through ``Pool/initialize(_:to:atByteOffset:)``
     /// or ``Pool/withMutableView(of:_:)`` before publishing it.
@@ -67,7 +67,10 @@ extension Pool {
     /// Fill the block in place (``initialize(_:to:atByteOffset:)``, ``withMutableView(of:_:)``)
     /// — no flush, no log — then publish it, or ``cancel(_:)`` it.
     ///
-    /// - Parameter zeroed: whether the block starts zeroed (true by default).
+    /// - Parameters:
+    ///   - n: the block's size in bytes (at least 1).
+    ///   - alignment: a power of two up to 4096.
+    ///   - zeroed: whether the block starts zeroed (true by default).
     /// - Throws: `outOfSpace` (nothing changed), `invalidArgument`, `readOnly`, `closed`.
     /// - Complexity: as ``allocate(bytes:alignment:zeroed:)``, without the fence.
     public func reserve(bytes n: Int, alignment: Int = 16, zeroed: Bool = true) throws(PoolError) -> PReservation {

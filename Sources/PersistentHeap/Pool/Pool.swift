@@ -18,7 +18,7 @@ import Synchronization
 /// ```
 ///
 /// A pool is created once (`create`), then opened (`open`) by one writer at a time — a second
-/// writer, in this process or another, gets ``PoolError/Code/poolBusy``. Opening runs recovery:
+/// writer, in this process or another, gets `PoolError.Code.poolBusy`. Opening runs recovery:
 /// operations interrupted by a crash are finished or rolled back before `open` returns.
 ///
 /// The base address of the mapping never changes while the pool is open, even when it grows;
@@ -136,9 +136,11 @@ public final class Pool: @unchecked Sendable {
     /// Creates a pool file of `size` bytes at `path` (which must not exist) for `layout`.
     ///
     /// - Parameters:
+    ///   - path: where to create the file (its directory must exist).
     ///   - size: the initial file size in bytes (at least 256 KiB; rounded down to 4 KiB).
     ///   - layout: a name the application chooses, at most 64 bytes of UTF-8; `open` refuses a
     ///     pool whose layout differs.
+    ///   - options: durability, maximum size, growth step, lanes, logger (``PoolOptions``).
     /// - Throws: `alreadyExists`, `tooSmall`, `invalidArgument`, `permissionDenied`, `outOfSpace`, `ioError`.
     public static func create(path: String, size: Int, layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
         let header = try makeHeader(size: size, layout: layout, options: options, path: path)
@@ -165,8 +167,8 @@ public final class Pool: @unchecked Sendable {
         }
     }
 
-    /// Creates a pool in process memory whose durability is simulated (see ``SimulatedMedia``).
-    /// For tests: crash images taken from its media can be opened with ``openSimulated(image:layout:options:)``.
+    /// Creates a pool in process memory whose durability is simulated (see `SimulatedMedia`).
+    /// For tests: crash images taken from its media can be opened with ``openSimulated(image:layout:options:onFence:)``.
     public static func createSimulated(size: Int, layout: String, options: PoolOptions = PoolOptions()) throws(PoolError) -> Pool {
         let header = try makeHeader(size: size, layout: layout, options: options, path: nil)
         let poolSize = Int(header.poolSize)
@@ -290,7 +292,9 @@ public final class Pool: @unchecked Sendable {
     /// creates the file between the two steps, the one that lost the race opens it.
     ///
     /// - Parameters:
+    ///   - path: the pool file (its directory must exist).
     ///   - size: the initial size if the pool is created (see ``create(path:size:layout:options:)``).
+    ///   - layout: the application's layout name: checked when the pool exists, recorded when created.
     ///   - options: used for both; the `create`-only options apply only when the pool is created.
     ///     With `readOnly`, a missing pool is an error (`fileNotFound`): nothing is created.
     /// - Throws: what ``open(path:layout:options:)`` and ``create(path:size:layout:options:)`` throw.
@@ -333,7 +337,7 @@ public final class Pool: @unchecked Sendable {
     // MARK: Closing
 
     /// Makes everything durable, marks the pool cleanly closed, unmaps it and releases the lock.
-    /// Further calls on this pool throw ``PoolError/Code/closed``. Calling `close` twice is harmless.
+    /// Further calls on this pool throw `PoolError.Code.closed`. Calling `close` twice is harmless.
     ///
     /// - Throws: `transactionMisuse` when called inside a transaction of this pool on this
     ///   thread (the pool stays open: close it after the transaction body returns).

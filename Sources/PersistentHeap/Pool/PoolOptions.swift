@@ -1,7 +1,13 @@
-/// Options for creating and opening pools.
 @_spi(Core) import PersistentHeapCore
 @_spi(Allocator) import PersistentHeapAllocator
 import Logging
+
+/// Options for creating and opening pools.
+///
+/// ```swift
+/// let options = PoolOptions(maxSize: 1 << 30, logger: Logger(label: "app.pool"))
+/// let pool = try Pool.openOrCreate(path: "app.pool", size: 64 << 20, layout: "app", options: options)
+/// ```
 
 public struct PoolOptions: Sendable {
     /// How stores are made durable.
@@ -45,6 +51,7 @@ public struct PoolOptions: Sendable {
     /// Every event carries `pheap.pool`, the pool's path.
     public var logger: Logger?
 
+    /// Options with the given values; every one has a default (see the properties).
     public init(durability: Durability = .automatic, readOnly: Bool = false, maxSize: Int? = nil,
                 growthStep: Int? = nil, laneCount: Int? = nil, logger: Logger? = nil) {
         self.logger = logger

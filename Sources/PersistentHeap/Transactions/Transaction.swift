@@ -9,13 +9,13 @@ import Darwin
 /// A failure-atomic transaction, passed to the body of ``Pool/transaction(_:)``.
 ///
 /// Changes made through it — ``write(_:to:)``, ``update(_:_:)``, ``withMutableBytes(of:count:_:)``,
-/// ``allocate(_:count:zeroed:)``, ``free(_:)`` — take effect all together when the transaction
+/// ``allocate(_:count:zeroed:)``, ``free(_:)-(PRawPointer)`` — take effect all together when the transaction
 /// commits, or not at all. Reads through it (``read(_:)``) see its own writes.
 ///
 /// Writes go to a shadow copy until commit (redo logging), so memory read *directly* (for
 /// example through ``Pool/unsafeAddress(of:)-(PPointer<T>)``) does not show them before the
 /// transaction commits. A `Transaction` is valid only inside the body it was given to, and only
-/// on that thread; using it elsewhere throws ``PoolError/Code/transactionMisuse``.
+/// on that thread; using it elsewhere throws `PoolError.Code.transactionMisuse`.
 public struct Transaction {
     /// Unowned (no reference counting per transaction): every method validates `context` first,
     /// and a pool's contexts live as long as the pool, so a `Transaction` kept past its body

@@ -58,7 +58,7 @@ public struct PoolStats: Sendable, Codable, Equatable {
     @_spi(Core) public init() {}
 }
 
-/// The result of ``Pool/check()``.
+/// The result of `Pool.check()`.
 public struct CheckReport: Sendable, Codable, Equatable {
     /// Each inconsistency found, one sentence each; empty when the pool is consistent.
     public var findings: [String]
@@ -74,7 +74,7 @@ public struct CheckReport: Sendable, Codable, Equatable {
 }
 
 
-/// One extent of a pool's address space, as ``Pool/heapMap()`` reports it (what `pheap stats`
+/// One extent of a pool's address space, as `Pool.heapMap()` reports it (what `pheap stats`
 /// draws).
 public struct HeapExtent: Sendable, Codable, Equatable {
     /// What an extent holds.

@@ -3,31 +3,37 @@ import Testing
 import PersistentHeap
 import PersistentCollections
 
-// The README's first example, verbatim apart from the path: it must compile and run.
+// The README's first example, verbatim apart from the path and printing: it must compile and run.
 struct Node: BitwiseCopyable { var value: Int; var next: PPointer<Node> }
 struct Root: BitwiseCopyable { var head: PPointer<Node>; var count: Int }
 
-@Test("the README example runs as written")
+@Test("the README example runs as written, twice in a row")
 func readmeExample() throws {
     let dir = ScratchDirectory("readme")
     let path = dir.file("list.pool")
-    let pool = try Pool.create(path: path, size: 64 << 20, layout: "list")
-    let root = try pool.root(Root.self)                 // created zeroed on first use
+    var printed: [[Int]] = []
+    for _ in 0..<2 {
+        // Creates list.pool on the first run, opens it (running recovery) on the next ones.
+        let pool = try Pool.openOrCreate(path: path, size: 64 << 20, layout: "list")
+        let root = try pool.root(Root.self)                 // created zeroed on first use
 
-    // Allocate a node and link it as the new head — atomically: after a crash, either the
-    // node exists and `head` points at it, or neither happened.
-    let head = try pool.load(root).head
-    _ = try pool.allocate(Node(value: 42, next: head), linkedInto: root.field(\.head))
-    try pool.withMutable(root.field(\.count)) { $0 += 1 }   // stored and persisted
-    try pool.close()
+        // Allocate a node and link it as the new head — atomically: after a crash, either the
+        // node exists and `head` points at it, or neither happened.
+        let r = try pool.load(root)
+        _ = try pool.allocate(Node(value: r.count, next: r.head), linkedInto: root.field(\.head))
+        try pool.withMutable(root.field(\.count)) { $0 += 1 }   // stored and made durable
 
+        var p = try pool.load(root).head
+        var values: [Int] = []
+        while !p.isNull { values.append(try pool.load(p).value); p = try pool.load(p).next }
+        printed.append(values)                              // run 1: 0; run 2: 1 0; …
+        try pool.close()
+    }
+    #expect(printed == [[0], [1, 0]])
     let again = try Pool.open(path: path, layout: "list")
-    var p = try again.load(try again.root(Root.self)).head
-    var values: [Int] = []
-    while !p.isNull { values.append(try again.load(p).value); p = try again.load(p).next }
-    try again.free(linkedFrom: try again.root(Root.self).field(\.head))  // free + unlink, atomically
-    #expect(values == [42])
-    #expect(try again.load(try again.root(Root.self)).head.isNull)
+    let root = try again.root(Root.self)
+    try again.free(linkedFrom: root.field(\.head))          // free + unlink, atomically
+    #expect(try again.load(root).head.isNull)
     #expect(try again.check().isConsistent)
     try again.close()
 }

@@ -4,8 +4,9 @@
 //
 //   cost-table --flush-dir /dev/shm --file-dir /var/tmp [--ops N]
 //
-// Prints one line per (operation, domain): median ns/op of 5 repetitions, fences and msyncs per
-// operation as counted by the pool's persistence counters, and the domain as the pool reports it.
+// Prints one line per (operation, domain): median time per operation of 5 repetitions; fences per
+// operation, of which checkpoints' ("of cp"), and msyncs, as the pool's persistence counters
+// count them; and the domain as the pool reports it.
 import Foundation
 import PersistentCollections
 import PersistentHeap
@@ -41,7 +42,7 @@ func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); r
 func measure(_ name: String, dir: String, durability: PoolOptions.Durability, n: Int,
              _ op: (Pool, PPointer<Root>, PersistentSortedDictionary<String, String>, Int) throws -> Void) throws {
     var times: [Double] = []
-    var fences = 0.0, msyncs = 0.0, domain = ""
+    var fences = 0.0, checkpointFences = 0.0, msyncs = 0.0, domain = ""
     for rep in 0..<5 {
         let path = "\(dir)/cost-\(getpid())-\(rep).pool"
         unlink(path)
@@ -55,6 +56,7 @@ func measure(_ name: String, dir: String, durability: PoolOptions.Durability, n:
         times.append((now() - t0) / Double(n))
         let d = PersistenceCounters.current.since(before)
         fences = Double(d.fences) / Double(n)
+        checkpointFences = Double(d.checkpointFences) / Double(n)
         msyncs = Double(d.msyncCalls) / Double(n)
         try pool.close()
         unlink(path)
@@ -62,17 +64,18 @@ func measure(_ name: String, dir: String, durability: PoolOptions.Durability, n:
     times.sort()
     let t = times[2]
     let shown = t >= 100_000 ? String(format: "%.0f µs", t / 1000) : t >= 1000 ? String(format: "%.1f µs", t / 1000) : String(format: "%.0f ns", t)
-    print(row(name, domain, build, shown, String(format: "%.2f", fences), String(format: "%.2f", msyncs)))
+    print(row(name, domain, build, shown, String(format: "%.2f", fences), String(format: "%.2f", checkpointFences),
+              String(format: "%.2f", msyncs)))
 }
 
 /// One table line: the first three columns left-aligned, the others right-aligned.
-func row(_ a: String, _ b: String, _ c: String, _ d: String, _ e: String, _ f: String) -> String {
+func row(_ a: String, _ b: String, _ c: String, _ d: String, _ e: String, _ cp: String, _ f: String) -> String {
     func left(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
     func right(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
-    return left(a, 40) + left(b, 8) + left(c, 8) + right(d, 10) + right(e, 8) + right(f, 8)
+    return left(a, 40) + left(b, 8) + left(c, 8) + right(d, 10) + right(e, 8) + right(cp, 8) + right(f, 8)
 }
 
-print(row("operation", "domain", "build", "per op", "fences", "msyncs"))
+print(row("operation", "domain", "build", "per op", "fences", "of cp", "msyncs"))
 for (dir, durability, n) in [(flushDir, PoolOptions.Durability.cacheLineFlush, ops), (fileDir, .msync, max(50, ops / 20))] {
     try measure("allocate-and-link 64 B", dir: dir, durability: durability, n: n) { pool, root, _, i in
         _ = try pool.allocate(Node(value: i, next: try pool.load(root).head), linkedInto: root.field(\.head))

@@ -51,7 +51,7 @@ public final class Persistence: @unchecked Sendable {
         self.fileDescriptor = mapping.file?.raw ?? -1
         let features = ph_cpu_features()
         // On aarch64 the shim's "clwb" is DC CVAP and its "clflushopt" DC CVAC (untested here:
-        // compiled for aarch64 in CI, never run; docs/ARCHITECTURE.md §8).
+        // compiled for aarch64 in CI, never run; docs/ARCHITECTURE.md §9).
         #if arch(arm64)
         let names = ("dc cvap", "dc cvac", "dc cvac")
         #else

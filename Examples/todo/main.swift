@@ -72,5 +72,15 @@ while let item = try it.next() {
 print("\(n) item(s), \(try pool.load(root).added) added since the pool was created (\(path))")
 
 // The error-handling shapes users write, compiled here with the package (swift-frontend 6.3.1
-// crashes on one of them at top level — see ErrorShapes.swift).
+// crashes on one of them at top level — see ErrorShapes.swift). At top level, `catch … where`
+// followed by a plain `catch` compiles:
+let missing: Pool?
+do {
+    missing = try Pool.open(path: path + ".missing", layout: "todo")
+} catch where error.code == .fileNotFound {
+    missing = nil
+} catch {
+    throw error
+}
+try missing?.close()
 try ErrorShapes.check(path: path)

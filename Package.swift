@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "PersistentHeap", targets: ["PersistentHeap"]),
         .library(name: "PersistentCollections", targets: ["PersistentCollections"]),
         .library(name: "PersistentHeapMetrics", targets: ["PersistentHeapMetrics"]),
+        .library(name: "PersistentHeapTesting", targets: ["PersistentHeapTesting"]),
         .executable(name: "pheap", targets: ["pheap"]),
         .executable(name: "todo", targets: ["todo"]),
     ],
@@ -36,6 +37,8 @@ let package = Package(
             "PersistentHeapCore", "PersistentHeapAllocator", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PersistentCollections", dependencies: ["PersistentHeap"]),
+        // Crash testing as a product: explore crash images of a user's workload (issue #13).
+        .target(name: "PersistentHeapTesting", dependencies: ["PersistentHeap", "PersistentHeapCore"]),
         // The swift-metrics bridge, a product of its own: the core keeps no metrics dependency.
         .target(name: "PersistentHeapMetrics", dependencies: [
             "PersistentHeap", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -59,7 +62,7 @@ let package = Package(
         .testTarget(
             name: "PersistentHeapTests",
             dependencies: ["PersistentHeap", "PersistentHeapCore", "PersistentHeapAllocator", "PersistentCollections",
-                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz", "todo", "PersistentHeapMetrics",
+                           "PHeapTestSupport", "pheap-crash-helper", "pheap", "pheap-fuzz", "todo", "PersistentHeapMetrics", "PersistentHeapTesting",
                            .product(name: "InMemoryLogging", package: "swift-log"),
                            .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),

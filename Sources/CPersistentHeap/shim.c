@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <stdlib.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -210,6 +211,7 @@ int ph_map_shared_validate(void) { return MAP_SHARED_VALIDATE; }
 int ph_fallocate(int fd, int mode, int64_t offset, int64_t len) { return fallocate(fd, mode, offset, len); }
 int ph_preallocate(int fd, int64_t offset, int64_t len) { return posix_fallocate(fd, offset, len); }
 int ph_full_sync(int fd) { (void)fd; return 0; }
+int ph_anonymous_file(void) { return memfd_create("pheap-crash-image", MFD_CLOEXEC); }
 #elif defined(__APPLE__)
 // No MAP_SYNC (no DAX) and no hole punching through fallocate on macOS: shrink keeps the blocks.
 int ph_falloc_punch_hole(void) { return 0; }
@@ -232,6 +234,12 @@ int ph_preallocate(int fd, int64_t offset, int64_t len) {
 // msync(MS_SYNC) on macOS reaches the drive's cache, not its media: F_FULLFSYNC asks the drive
 // to write its cache out (what the ordinary-file domain promises).
 int ph_full_sync(int fd) { return fcntl(fd, F_FULLFSYNC) == -1 ? errno : 0; }
+int ph_anonymous_file(void) {
+    char name[] = "/tmp/pheap-crash-image-XXXXXX";
+    int fd = mkstemp(name);
+    if (fd >= 0) unlink(name);
+    return fd;
+}
 #else
 #error "CPersistentHeap: Linux and macOS are supported"
 #endif

@@ -175,6 +175,9 @@ int ph_preallocate(int fd, int64_t offset, int64_t len);
 /// After msync: makes the written data reach the media where msync alone does not
 /// (macOS: fcntl(F_FULLFSYNC)); a no-op returning 0 on Linux. Returns 0 or an errno value.
 int ph_full_sync(int fd);
+/// A file with no name, in memory where possible (memfd_create on Linux; an unlinked temporary
+/// file on macOS): the base of copy-on-write crash images. Returns the descriptor or -1.
+int ph_anonymous_file(void);
 
 #ifdef __cplusplus
 }

@@ -197,6 +197,27 @@ public final class Pool: @unchecked Sendable {
                         readOnly: options.readOnly, repair: repair, logger: options.logger)
     }
 
+    /// Opens a simulated pool from `snapshot` with `writes` applied — the image copied on write,
+    /// page by page, never whole (crash testing: `PersistentHeapTesting`). Recovery runs; `onFence`
+    /// is installed before it, as in ``openSimulated(image:layout:options:onFence:)``.
+    @_spi(Testing) public static func openSimulated(snapshot: DurableSnapshot, writes: [LineWrite], layout: String,
+                                                   options: PoolOptions = PoolOptions(),
+                                                   onFence: (@Sendable (SimulatedMedia, Int) -> Void)? = nil) throws(PoolError) -> Pool {
+        let primary = try snapshot.bytes(applying: writes, offset: Format.primaryHeaderOffset, count: Format.headerSize)
+        let backup = try snapshot.bytes(applying: writes, offset: Format.backupHeaderOffset, count: Format.headerSize)
+        let (header, repair) = try HeaderSelection.select(primary: primary, backup: backup.count == Format.headerSize ? backup : nil, path: nil)
+        try checkLayout(header, layout, path: nil)
+        guard Int(header.poolSize) <= snapshot.size else {
+            throw PoolError(.truncated, "the header records \(header.poolSize) bytes but the image has \(snapshot.size)")
+        }
+        let poolSize = Int(header.poolSize)
+        let mapping = try PoolMapping(size: poolSize, reserve: Int(header.maxSize), snapshot: snapshot, writes: writes)
+        let media = try SimulatedMedia(mapping: mapping, size: poolSize, snapshot: snapshot, writes: writes)
+        media.onFence = onFence
+        return try Pool(path: nil, mapping: mapping, header: header, domain: .simulated, media: media,
+                        readOnly: options.readOnly, repair: repair, logger: options.logger)
+    }
+
     static func makeHeader(size: Int, layout: String, options: PoolOptions, path: String?) throws(PoolError) -> PoolHeader {
         guard layout.utf8.count <= Format.layoutNameMax else {
             throw PoolError(.invalidArgument, "layout name is \(layout.utf8.count) bytes; at most \(Format.layoutNameMax) are allowed", path: path)

@@ -21,7 +21,7 @@ import CPersistentHeap
 /// so a test can take crash images at fence k for every k of a workload.
 public final class SimulatedMedia: @unchecked Sendable {
     /// A cache line's contents.
-    @_spi(Core) public struct Line { var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) }
+    @_spi(Core) public struct Line: Sendable { var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) }
 
     private struct State: @unchecked Sendable {
         @_spi(Core) public var durable: UnsafeMutableRawPointer
@@ -30,6 +30,20 @@ public final class SimulatedMedia: @unchecked Sendable {
         @_spi(Core) public var fences = 0
         /// Set when the pool's memory is unmapped (close): the durable image is all there is.
         @_spi(Core) public var detached = false
+        /// Bytes mapped at `durable` when it is a copy-on-write mapping of a snapshot (munmap
+        /// it), 0 when it is a heap allocation (deallocate it).
+        @_spi(Core) public var mappedBytes = 0
+        /// The durable image kept in an in-memory file once ``snapshot()`` was called: each
+        /// fence writes the lines it made durable into it too (an incremental copy).
+        var live: DurableSnapshot?
+        /// Lines its fences made durable since the media was made from a snapshot (tracked only
+        /// then): with the snapshot, they describe the durable image without copying it.
+        var changedSinceSnapshot: Set<Int>?
+
+        /// Releases the durable image's storage.
+        func releaseDurable() {
+            if mappedBytes > 0 { munmap(durable, mappedBytes) } else { durable.deallocate() }
+        }
     }
 
     private let current: UnsafeMutableRawPointer
@@ -51,8 +65,22 @@ public final class SimulatedMedia: @unchecked Sendable {
         state = Locked(State(durable: d, size: size))
     }
 
+    /// Media over the pool's memory whose durable image is a copy-on-write mapping of
+    /// `snapshot` (`size` bytes) with `writes` applied: no copy of the whole image.
+    @_spi(Core) public init(mapping: PoolMapping, size: Int, snapshot: DurableSnapshot, writes: [LineWrite]) throws(PoolError) {
+        current = mapping.base
+        let length = PoolMapping.roundUp(max(size, 1), to: VirtualMemory.pageSize)
+        let d = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, snapshot.fd, 0)
+        guard let d, d != MAP_FAILED else { throw PoolError.syscall("mmap (crash image)", errno: currentErrno, path: nil) }
+        for w in writes where (w.line << 6) < size { (d + (w.line << 6)).storeBytes(of: w.contents, as: Line.self) }
+        var st = State(durable: d, size: size)
+        st.mappedBytes = length
+        st.changedSinceSnapshot = []
+        state = Locked(st)
+    }
+
     deinit {
-        state.withLock { $0.durable.deallocate() }
+        state.withLock { $0.releaseDurable() }
     }
 
     /// The number of fences (drains) so far.
@@ -86,6 +114,12 @@ public final class SimulatedMedia: @unchecked Sendable {
         if let h = hook.withLock({ $0 }) { h(self, n) }
         state.withLock { s in
             for (line, contents) in s.pending { (s.durable + (line << 6)).storeBytes(of: contents, as: Line.self) }
+            if s.changedSinceSnapshot != nil { s.changedSinceSnapshot!.formUnion(s.pending.keys) }
+            if let live = s.live, live.size == s.size {
+                for (line, _) in s.pending { live.write(UnsafeRawPointer(s.durable + (line << 6)), count: 64, at: line << 6) }
+            } else {
+                s.live = nil
+            }
             s.pending.removeAll(keepingCapacity: true)
         }
     }
@@ -97,7 +131,8 @@ public final class SimulatedMedia: @unchecked Sendable {
             let d = UnsafeMutableRawPointer.allocate(byteCount: newSize, alignment: 64)
             d.copyMemory(from: s.durable, byteCount: s.size)
             (d + s.size).initializeMemory(as: UInt8.self, repeating: 0, count: newSize - s.size)
-            s.durable.deallocate()
+            s.releaseDurable()
+            s.mappedBytes = 0
             s.durable = d
             s.size = newSize
         }
@@ -155,8 +190,165 @@ public final class SimulatedMedia: @unchecked Sendable {
         }
     }
 
+    /// The lines a crash now could change: every line that is dirty (its memory differs from the
+    /// durable image) or pending (flushed, not yet fenced), with its durable, flushed and
+    /// current contents — one scan of the pool, from which any number of crash images follow.
+    @_spi(Core) public func candidates() -> [CandidateLine] {
+        state.withLock { s in
+            var out: [CandidateLine] = []
+            guard !s.detached else { return out }
+            for line in 0..<(s.size >> 6) {
+                let off = line << 6
+                let pending = s.pending[line]
+                guard pending != nil || memcmp(current + off, s.durable + off, 64) != 0 else { continue }
+                var now = Line(words: (0, 0, 0, 0, 0, 0, 0, 0))
+                withUnsafeMutableBytes(of: &now) { ph_copy_line($0.baseAddress, current + off) }
+                out.append(CandidateLine(line: line, durable: (s.durable + off).loadUnaligned(as: Line.self),
+                                         flushed: pending, current: now))
+            }
+            return out
+        }
+    }
+
+    /// The durable image now, in an anonymous in-memory file: the base that copy-on-write crash
+    /// images map (`Pool.openSimulated(snapshot:writes:…)`).
+    ///
+    /// The same file is kept and brought up to date by every later fence (only the lines it makes
+    /// durable are written), so a snapshot per fence costs what the fence changed. Images mapped
+    /// from it must therefore be closed before the next fence of this media; to keep one longer,
+    /// take ``DurableSnapshot/copy()``.
+    @_spi(Core) public func snapshot() throws(PoolError) -> DurableSnapshot {
+        try state.withLock { s throws(PoolError) in
+            if let live = s.live, live.size == s.size { return live }
+            let made = try DurableSnapshot(bytes: UnsafeRawPointer(s.durable), count: s.size)
+            s.live = made
+            return made
+        }
+    }
+
+    /// For media made from a snapshot: the lines its fences made durable since, with their
+    /// durable contents — with the snapshot and its writes, the durable image now. Nil for other
+    /// media.
+    @_spi(Core) public func durableChanges() -> [LineWrite]? {
+        state.withLock { s in
+            s.changedSinceSnapshot.map { lines in
+                lines.sorted().filter { ($0 << 6) + 64 <= s.size }.map { LineWrite(line: $0, contents: (s.durable + ($0 << 6)).loadUnaligned(as: Line.self)) }
+            }
+        }
+    }
+
     /// Number of lines flushed but not yet fenced.
     public var pendingLineCount: Int { state.withLock { $0.pending.count } }
+}
+
+/// A cache line a crash could change, as ``SimulatedMedia/candidates()`` found it.
+@_spi(Core) public struct CandidateLine: Sendable {
+    /// The line's index (pool offset / 64).
+    @_spi(Core) public let line: Int
+    /// Its contents in the durable image (what a crash that loses it leaves).
+    @_spi(Core) public let durable: SimulatedMedia.Line
+    /// Its contents when it was last flushed, if that write-back is still pending.
+    @_spi(Core) public let flushed: SimulatedMedia.Line?
+    /// Its contents in memory now (what a cache eviction would write).
+    @_spi(Core) public let current: SimulatedMedia.Line
+}
+
+/// A cache line's contents to write over a snapshot: one difference of a crash image.
+@_spi(Core) public struct LineWrite: Sendable {
+    @_spi(Core) public var line: Int
+    @_spi(Core) public var contents: SimulatedMedia.Line
+    @_spi(Core) public init(line: Int, contents: SimulatedMedia.Line) {
+        self.line = line
+        self.contents = contents
+    }
+}
+
+extension SimulatedMedia.Line {
+    /// Word `i` (0–7) of the line.
+    @_spi(Core) public func word(_ i: Int) -> UInt64 {
+        withUnsafeBytes(of: self) { $0.load(fromByteOffset: i << 3, as: UInt64.self) }
+    }
+
+    /// The line with word `i` replaced by `value`.
+    @_spi(Core) public func replacing(word i: Int, with value: UInt64) -> SimulatedMedia.Line {
+        var copy = self
+        withUnsafeMutableBytes(of: &copy) { $0.storeBytes(of: value, toByteOffset: i << 3, as: UInt64.self) }
+        return copy
+    }
+
+    /// Whether two lines hold the same bytes.
+    @_spi(Core) public func same(as other: SimulatedMedia.Line) -> Bool {
+        (0..<8).allSatisfy { word($0) == other.word($0) }
+    }
+}
+
+/// A durable image kept in an anonymous in-memory file, mapped copy-on-write by every crash
+/// image made from it (so an image costs page faults on the pages recovery touches, not a copy
+/// of the pool). Closed when the last reference goes.
+@_spi(Core) public final class DurableSnapshot: @unchecked Sendable {
+    /// The file's descriptor.
+    @_spi(Core) public let fd: Int32
+    /// The image's size in bytes.
+    @_spi(Core) public let size: Int
+
+    /// A snapshot of `count` bytes at `bytes`.
+    @_spi(Core) public init(bytes: UnsafeRawPointer, count: Int) throws(PoolError) {
+        let fd = ph_anonymous_file()
+        guard fd >= 0 else { throw PoolError.syscall("memfd_create", errno: currentErrno, path: nil) }
+        self.fd = fd
+        size = count
+        var done = 0
+        while done < count {
+            let n = pwrite(fd, bytes + done, count - done, off_t(done))
+            if n < 0 {
+                if currentErrno == EINTR { continue }
+                let e = currentErrno
+                _ = close(fd)
+                throw PoolError.syscall("pwrite (crash image snapshot)", errno: e, path: nil)
+            }
+            done += n
+        }
+    }
+
+    /// Writes `count` bytes at `offset` of the file (a fence bringing the live snapshot up to date).
+    func write(_ bytes: UnsafeRawPointer, count: Int, at offset: Int) {
+        var done = 0
+        while done < count {
+            let n = pwrite(fd, bytes + done, count - done, off_t(offset + done))
+            if n < 0 && currentErrno == EINTR { continue }
+            // An in-memory file does not fail to write within its size; stop rather than spin.
+            if n <= 0 { return }
+            done += n
+        }
+    }
+
+    /// An independent copy (a snapshot that later fences do not change).
+    @_spi(Core) public func copy() throws(PoolError) -> DurableSnapshot {
+        try DurableSnapshot.of(image: try bytes(applying: []))
+    }
+
+    /// A snapshot of `image`.
+    @_spi(Core) public static func of(image: [UInt8]) throws(PoolError) -> DurableSnapshot {
+        try typedThrows { try image.withUnsafeBytes { try DurableSnapshot(bytes: $0.baseAddress!, count: $0.count) } }
+    }
+
+    /// `count` bytes at `offset` of the image with `writes` applied (the whole image by default:
+    /// for saving a failing image to a file).
+    @_spi(Core) public func bytes(applying writes: [LineWrite], offset: Int = 0, count: Int? = nil) throws(PoolError) -> [UInt8] {
+        let count = min(count ?? size, max(0, size - offset))
+        var out = [UInt8](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, off_t(offset)) }
+        guard n == count else { throw PoolError.syscall("pread (crash image snapshot)", errno: currentErrno, path: nil) }
+        for w in writes {
+            for i in 0..<64 where (w.line << 6) + i >= offset && (w.line << 6) + i < offset + count {
+                out[(w.line << 6) + i - offset] = withUnsafeBytes(of: w.contents) { $0[i] }
+            }
+        }
+        return out
+    }
+
+    deinit { _ = close(fd) }
 }
 
 /// A small, fast, seeded generator (SplitMix64) for reproducible simulations.

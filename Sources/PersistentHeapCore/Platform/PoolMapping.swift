@@ -68,6 +68,16 @@ import Darwin
         mappedSize = size
     }
 
+    /// Simulated memory of `size` bytes: a copy-on-write mapping of `snapshot` with `writes`
+    /// applied (pages are copied only when written).
+    @_spi(Core) public convenience init(size: Int, reserve: Int, snapshot: DurableSnapshot, writes: [LineWrite]) throws(PoolError) {
+        try self.init(anonymousSize: size, reserve: reserve)
+        let length = PoolMapping.roundUp(min(size, snapshot.size), to: VirtualMemory.pageSize)
+        let p = mmap(base, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, snapshot.fd, 0)
+        if p == MAP_FAILED { throw PoolError.syscall("mmap (crash image)", errno: currentErrno, path: nil) }
+        for w in writes where (w.line << 6) + 64 <= size { (base + (w.line << 6)).storeBytes(of: w.contents, as: SimulatedMedia.Line.self) }
+    }
+
     /// Extends the file (and reserves its blocks) and maps the new bytes in place.
     @_spi(Core) public func grow(to newSize: Int) throws(PoolError) {
         // Invariant of `Pool.grow`, which bounds the size by the validated header.

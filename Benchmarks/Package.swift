@@ -34,6 +34,15 @@ let package = Package(
             ],
             path: "Sources/kv-compare"
         ),
+        // Crash-image exploration speed (PersistentHeapTesting), issue #13.
+        .executableTarget(
+            name: "crash-explore",
+            dependencies: [
+                .product(name: "PersistentHeap", package: root),
+                .product(name: "PersistentHeapTesting", package: root),
+            ],
+            path: "Sources/crash-explore"
+        ),
         // The README's "what it costs" table (./cost-table builds it debug and release).
         .executableTarget(
             name: "cost-table",

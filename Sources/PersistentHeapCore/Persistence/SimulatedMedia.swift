@@ -197,7 +197,22 @@ public final class SimulatedMedia: @unchecked Sendable {
         state.withLock { s in
             var out: [CandidateLine] = []
             guard !s.detached else { return out }
-            for line in 0..<(s.size >> 6) {
+            // Media made from a snapshot: memory and durable image are copy-on-write mappings of
+            // one file, so a line can differ only in a page one of them has written. Scan those
+            // pages (from /proc/self/pagemap) rather than the whole pool.
+            var lines: [Int] = []
+            if s.changedSinceSnapshot != nil, let a = PageMap.writtenPages(current, s.size), let b = PageMap.writtenPages(s.durable, s.size) {
+                let perPage = VirtualMemory.pageSize >> 6
+                var pages = Set(a)
+                pages.formUnion(b)
+                for line in s.pending.keys { pages.insert(line / perPage) }
+                for page in pages.sorted() {
+                    for line in (page * perPage)..<min((page + 1) * perPage, s.size >> 6) { lines.append(line) }
+                }
+            } else {
+                lines = Array(0..<(s.size >> 6))
+            }
+            for line in lines {
                 let off = line << 6
                 let pending = s.pending[line]
                 guard pending != nil || memcmp(current + off, s.durable + off, 64) != 0 else { continue }
@@ -239,6 +254,33 @@ public final class SimulatedMedia: @unchecked Sendable {
 
     /// Number of lines flushed but not yet fenced.
     public var pendingLineCount: Int { state.withLock { $0.pending.count } }
+}
+
+/// Which pages of a private mapping a process has written (Linux `/proc/self/pagemap`: present and
+/// not a file page — an anonymous copy made on write). Nil where pagemap is not readable.
+enum PageMap {
+    private static let fd: Int32 = {
+        #if os(Linux)
+        return open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        #else
+        return -1
+        #endif
+    }()
+
+    /// Indexes (from `base`) of the written pages among the `size` bytes at `base`.
+    static func writtenPages(_ base: UnsafeRawPointer, _ size: Int) -> [Int]? {
+        guard fd >= 0 else { return nil }
+        let page = VirtualMemory.pageSize
+        let first = UInt(bitPattern: base) / UInt(page)
+        let count = (size + page - 1) / page
+        var entries = [UInt64](repeating: 0, count: count)
+        let want = count * 8
+        let n = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, want, off_t(first * 8)) }
+        guard n == want else { return nil }
+        var out: [Int] = []
+        for (i, e) in entries.enumerated() where e & (1 << 63) != 0 && e & (1 << 61) == 0 { out.append(i) }
+        return out
+    }
 }
 
 /// A cache line a crash could change, as ``SimulatedMedia/candidates()`` found it.

@@ -57,6 +57,8 @@ public struct CrashTest: Sendable {
     public var fenceStride = 1
     /// Where a failing image is saved (default: `PHEAP_CRASH_DIR`, else the temporary directory).
     public var imageDirectory: String?
+    /// Whether `explore` prints its report (one line) when it ends.
+    public var printsReport = true
     /// Explore only this image (default: the `PHEAP_CRASH_REPLAY` environment variable's point,
     /// if set): a failure's report names it.
     public var replay: CrashPoint?
@@ -91,6 +93,36 @@ public struct CrashTest: Sendable {
         for seed in 0..<UInt64(max(1, seeds)) {
             if let replay, replay.seed != seed { continue }
             try explorer.run(seed: seed, workload)
+        }
+        let report = explorer.report(seconds: Date().timeIntervalSince(started))
+        if let failure = try explorer.firstFailure() { throw failure }
+        return report
+    }
+}
+
+extension CrashTest {
+    /// Explores the crash images of a simulated pool you prepared, during `workload` only:
+    /// every fence `workload` causes on `pool` gets its images, checked by `verify` (and
+    /// `recover`). For tests that set a pool up before the part worth crashing. The pool stays
+    /// open; its layout must be ``layout``.
+    ///
+    /// - Parameters:
+    ///   - pool: a pool from `Pool.createSimulated` or `Pool.openSimulated`.
+    ///   - seed: seeds the random images (the run number in reports and replays).
+    /// - Throws: ``CrashTestFailure`` for the first failing image (shrunk, saved); `invalidArgument`
+    ///   for a pool that is not simulated; errors the workload throws.
+    @discardableResult
+    public func explore(_ pool: Pool, seed: UInt64 = 0, during workload: () throws -> Void,
+                        verify: @escaping (Pool, CrashPoint) throws -> Void,
+                        recover: ((Pool) throws -> Void)? = nil) throws -> CrashTestReport {
+        guard let media = pool.simulatedMedia else {
+            throw PoolError(.invalidArgument, "crash tests need a simulated pool (Pool.createSimulated)")
+        }
+        let replay = self.replay ?? ProcessInfo.processInfo.environment["PHEAP_CRASH_REPLAY"].flatMap(CrashPoint.init)
+        let explorer = Explorer(test: self, verify: verify, recover: recover, replay: replay)
+        let started = Date()
+        if replay == nil || replay?.seed == seed {
+            try explorer.run(media: media, seed: seed, workload)
         }
         let report = explorer.report(seconds: Date().timeIntervalSince(started))
         if let failure = try explorer.firstFailure() { throw failure }

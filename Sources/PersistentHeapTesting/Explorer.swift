@@ -40,6 +40,15 @@ final class Explorer: @unchecked Sendable {
         try workload(pool)
     }
 
+    /// The images of `media`'s fences during `workload` (a pool the caller made and keeps).
+    func run(media: SimulatedMedia, seed: UInt64, _ workload: () throws -> Void) throws {
+        seedsRun += 1
+        let previous = media.onFence
+        media.onFence = { [self] m, fence in self.atFence(m, fence, seed: seed) }
+        defer { media.onFence = previous }
+        try workload()
+    }
+
     private func atFence(_ media: SimulatedMedia, _ fence: Int, seed: UInt64) {
         lock.lock()
         defer { lock.unlock() }
@@ -128,7 +137,7 @@ final class Explorer: @unchecked Sendable {
     func report(seconds: Double) -> CrashTestReport {
         let r = CrashTestReport(layout: test.layout, seeds: seedsRun, fences: fences, images: images,
                                 recoveryImages: recoveryImages, seconds: seconds)
-        print(r)
+        if test.printsReport { print(r) }
         return r
     }
 

@@ -10,6 +10,7 @@ import Testing
 @testable import PersistentCollections
 @_spi(Allocator) @testable import PersistentHeapAllocator
 @_spi(Core) @testable import PersistentHeapCore
+import PersistentHeapTesting
 
 /// `PHEAP_LONG_TESTS=1` runs longer workloads, more seeds and more kills.
 let longTests = getenv("PHEAP_LONG_TESTS").map { String(cString: $0) == "1" } ?? false
@@ -23,40 +24,36 @@ func crashSeeds(_ first: UInt64, normal: Int, long: Int) -> [UInt64] {
     (0..<UInt64(longTests ? long : normal)).map { first + $0 }
 }
 
-/// Eviction probabilities used for each crash point (with a distinct seed each).
-let evictionProbabilities: [Double] = longTests ? [0, 0.05, 0.2, 0.5, 0.8, 1] : [0, 0.1, 0.5, 1]
-
-/// Runs `workload` on `pool` (a simulated pool). At every `stride`-th fence it takes one crash
-/// image per eviction probability, opens each as a pool (running recovery) and collects what
-/// `verify` reports. Returns (images checked, problems).
+/// Runs `workload` on `pool` (a simulated pool) under the public crash explorer
+/// (`PersistentHeapTesting.CrashTest`): at every `stride`-th fence it opens crash images — the
+/// two pure fence points, seeded line evictions and 8-byte tearing (2 of each; 4 in the long
+/// mode) — each with recovery run, and collects what `verify` reports. Returns (images checked,
+/// problems): the first failing image, shrunk, with its replay line.
 func crashAtEveryFence(_ pool: Pool, stride: Int = 1, seedBase: UInt64 = 0,
                        verify: @escaping @Sendable (Pool, Int) throws -> [String],
-                       workload: () throws -> Void) rethrows -> (Int, [String]) {
-    let media = pool.simulatedMedia!
-    let problems = Mutex<[String]>([])
-    let images = Atomic<Int>(0)
-    media.onFence = { m, fence in
-        guard fence % stride == 0 else { return }
-        for (k, p) in evictionProbabilities.enumerated() {
-            let seed = seedBase &+ UInt64(fence) &* 31 &+ UInt64(k)
-            let image = m.crashImage(seed: seed, evictionProbability: p)
-            images.add(1, ordering: .relaxed)
-            do {
-                let recovered = try Pool.openSimulated(image: image, layout: "crash")
-                let found = try verify(recovered, fence)
-                if !found.isEmpty {
-                    problems.withLock { $0.append("fence \(fence) seed \(seed) p \(p): \(found.prefix(3))") }
-                }
-            } catch {
-                problems.withLock { $0.append("fence \(fence) seed \(seed) p \(p): open failed: \(error)") }
-            }
+                       workload: () throws -> Void) throws -> (Int, [String]) {
+    var test = CrashTest(layout: pool.layout, poolSize: pool.size)
+    test.modes = [.fence, .evictions, .torn]
+    test.randomImages = longTests ? 4 : 2
+    test.crashesRecovery = false
+    test.fenceStride = stride
+    test.printsReport = false
+    do {
+        let report = try test.explore(pool, seed: seedBase, during: workload) { p, point in
+            let found = try verify(p, point.fence)
+            if !found.isEmpty { throw Problems(found: found) }
         }
+        crashImagesChecked.add(report.images, ordering: .relaxed)
+        return (report.images, [])
+    } catch let failure as CrashTestFailure {
+        return (0, ["\(failure)"])
     }
-    defer { media.onFence = nil }
-    try workload()
-    let n = images.load(ordering: .relaxed)
-    crashImagesChecked.add(n, ordering: .relaxed)
-    return (n, problems.withLock { $0 })
+}
+
+/// What a crash test's verify found (the failure's message).
+struct Problems: Error, CustomStringConvertible {
+    let found: [String]
+    var description: String { found.prefix(3).joined(separator: "; ") }
 }
 
 @Suite("Crash consistency")

@@ -3,6 +3,7 @@ import PHeapTestSupport
 import PersistentHeap
 import PersistentHeapTesting
 import Testing
+import XCTest
 
 // The public crash-testing module proves its power on planted bugs: a tutorial structure written
 // with raw stores, flushes and fences, in a correct version and in five broken ones — each broken
@@ -207,4 +208,39 @@ final class LockedPoints: @unchecked Sendable {
     private var points: [CrashPoint] = []
     func add(_ p: CrashPoint) { lock.lock(); points.append(p); lock.unlock() }
     var all: [CrashPoint] { lock.lock(); defer { lock.unlock() }; return points }
+}
+
+/// The explorer from XCTest: assertions inside `verify` work, and a failure is a thrown error.
+final class CrashTestingXCTests: XCTestCase {
+    func testExploreFromXCTest() throws {
+        var test = CrashTest(layout: "xctest", poolSize: 1 << 20)
+        test.printsReport = false
+        let report = try test.explore(seeds: 2) { pool in
+            let root = try pool.root(Int.self)
+            for i in 1...5 { try pool.store(i, at: root) }
+        } verify: { pool, point in
+            let v = try pool.load(try pool.root(Int.self))
+            XCTAssert((0...5).contains(v), "value \(v) at \(point)")
+        }
+        XCTAssertGreaterThan(report.images, 10)
+        XCTAssertEqual(report.seeds, 2)
+
+        var broken = CrashTest(layout: "xctest", poolSize: 1 << 20)
+        broken.printsReport = false
+        broken.imageDirectory = NSTemporaryDirectory()
+        XCTAssertThrowsError(try broken.explore { pool in
+            let root = try pool.root(Int.self)
+            try pool.store(7, at: root)
+        } verify: { pool, _ in
+            let v = try pool.load(try pool.root(Int.self))
+            if v == 7 { throw Broken(description: "saw 7") }      // a planted failing invariant
+        }) { error in
+            XCTAssertTrue(error is CrashTestFailure, "\(error)")
+            // The saved image is a pool `pheap check` accepts (the heap itself is consistent).
+            guard let path = (error as? CrashTestFailure)?.imagePath else { return XCTFail("no image saved") }
+            let result = try? runProcess(siblingExecutable("pheap"), ["check", path])
+            XCTAssertEqual(result?.0, 0, "\(String(describing: result))")
+            XCTAssertTrue(result?.1.contains("consistent") == true)
+        }
+    }
 }

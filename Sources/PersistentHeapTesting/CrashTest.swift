@@ -109,6 +109,9 @@ extension CrashTest {
     /// - Parameters:
     ///   - pool: a pool from `Pool.createSimulated` or `Pool.openSimulated`.
     ///   - seed: seeds the random images (the run number in reports and replays).
+    ///   - workload: what to crash; only its fences get images.
+    ///   - verify: your invariant, on each crash image after recovery (and `recover`).
+    ///   - recover: your own open-time recovery, run on each image before `verify`.
     /// - Throws: ``CrashTestFailure`` for the first failing image (shrunk, saved); `invalidArgument`
     ///   for a pool that is not simulated; errors the workload throws.
     @discardableResult

@@ -93,8 +93,6 @@ struct ByteSize: CustomStringConvertible {
         return size
     }
 
-    init(bytes: Int) { self.bytes = bytes }
-
     init?(text s: String) {
         let digits = s.prefix { $0.isNumber }
         guard !digits.isEmpty, let n = Int(digits) else { return nil }
@@ -127,10 +125,6 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-/// `1.5 MiB`-style rendering of a byte count (IEC units).
-func humanBytes(_ n: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    var v = Double(n), i = 0
-    while abs(v) >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-    return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
-}
+/// `1.5 MiB`-style rendering of a byte count (IEC units): the library's, so the map and the
+/// statistics print sizes alike.
+func humanBytes(_ n: Int) -> String { HeapMap.human(n) }
